@@ -1,0 +1,82 @@
+"""BufferView: named, nested access to the arrays of a network."""
+
+from __future__ import annotations
+
+__all__ = ["BufferView"]
+
+
+class BufferView(list):
+    """A list of buffers (arrays or nested views) that also has names.
+
+    Children are reachable by index (``view[0]``), by name (``view['W']``), by
+    attribute (``view.W``) and by dotted path (``view['Layer.parameters.W']``).
+
+    Args:
+        buffer_names: names of the children, in order.
+        buffers: the children (arrays or BufferViews).
+        full_buffer: optional array holding all children side by side.
+    """
+
+    def __init__(self, buffer_names, buffers, full_buffer=None):
+        super().__init__(buffers)
+        if len(buffer_names) != len(buffers):
+            raise ValueError("BufferView needs exactly one name per buffer")
+        self._buffer_names = tuple(buffer_names)
+        self._keys = {name: i for i, name in enumerate(buffer_names)}
+        self._full_buffer = full_buffer
+
+    def keys(self):
+        """The names of the children, in order."""
+        return list(self._buffer_names)
+
+    def values(self):
+        """The children, in order."""
+        return list(self)
+
+    def items(self):
+        """(name, child) pairs, in order."""
+        return list(zip(self._buffer_names, self))
+
+    def __contains__(self, item):
+        if isinstance(item, str):
+            return item in self._keys
+        return any(item is child for child in self)
+
+    def __getitem__(self, item):
+        if isinstance(item, str):
+            head, _, rest = item.partition(".")
+            if head not in self._keys:
+                raise KeyError(
+                    f"{item!r}: no entry {head!r}; available: {list(self._buffer_names)}"
+                )
+            child = super().__getitem__(self._keys[head])
+            if not rest:
+                return child
+            if not isinstance(child, BufferView):
+                raise KeyError(f"{item!r}: {head!r} is an array, it has no entry {rest!r}")
+            try:
+                return child[rest]
+            except KeyError as err:
+                raise KeyError(f"{head}.{err.args[0]}") from None
+        return super().__getitem__(item)
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        keys = self.__dict__.get("_keys", {})
+        if name in keys:
+            return list.__getitem__(self, keys[name])
+        raise AttributeError(
+            f"BufferView has no entry {name!r}; available: {list(self._buffer_names)}"
+        )
+
+    def __dir__(self):
+        return sorted(set(super().__dir__()) | set(self._buffer_names))
+
+    def __repr__(self):
+        return "BufferView(" + ", ".join(self._buffer_names) + ")"
+
+    # list equality would compare arrays element-wise; views compare by identity
+    __eq__ = object.__eq__
+    __ne__ = object.__ne__
+    __hash__ = object.__hash__

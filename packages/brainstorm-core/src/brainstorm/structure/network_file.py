@@ -1,0 +1,121 @@
+"""The HDF5 network file ("Network file v1.0").
+
+Layout: file attributes ``info`` (who wrote it), ``format`` and optional
+``comment``; dataset ``description`` (JSON text of the network description);
+dataset ``parameters`` (the flat parameter vector) and, new in brainstorm 0.6,
+dataset ``states`` (non-trainable layer state such as BatchNorm statistics).
+
+Files are written to a temporary name in the same folder and renamed, so a
+crash never leaves a half-written file under the real name. Reading parses
+JSON only: no pickle, no import of names found in the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import numpy as np
+
+from brainstorm.utils import get_brainstorm_info
+
+__all__ = ["write_network_file", "read_network_file", "FORMAT", "atomic_write_hdf5"]
+
+FORMAT = "Network file v1.0"
+_FORMAT_PREFIX = "Network file v"
+
+
+def atomic_write_hdf5(filename, write):
+    """Call ``write(h5py.File)`` on a temporary file, then rename it to ``filename``."""
+    import h5py
+
+    filename = os.fspath(filename)
+    directory = os.path.dirname(os.path.abspath(filename))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".hdf5", dir=directory)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            write(f)
+        os.replace(tmp, filename)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_network_file(filename, description, parameters, states, comment=""):
+    """Write a network file (see the module docstring)."""
+
+    def write(f):
+        f.attrs["info"] = get_brainstorm_info()
+        f.attrs["format"] = FORMAT.encode()
+        if comment:
+            f.attrs["comment"] = str(comment).encode()
+        f["description"] = json.dumps(description).encode()
+        f.create_dataset("parameters", data=np.asarray(parameters), compression="gzip")
+        f.create_dataset("states", data=np.asarray(states))
+
+    atomic_write_hdf5(filename, write)
+
+
+def _text(value):
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, np.ndarray) and value.dtype.kind in "SO" and value.shape == ():
+        return _text(value[()])
+    return str(value)
+
+
+def read_network_file(filename):
+    """Read a network file.
+
+    Returns:
+        (description dict, parameters ndarray, states ndarray)
+
+    Raises:
+        ValueError: for files that are not brainstorm network files, newer
+            formats, or truncated/corrupt content (the message says which).
+    """
+    import h5py
+
+    filename = os.fspath(filename)
+    if not os.path.exists(filename):
+        raise FileNotFoundError(f"No such network file: {filename}")
+    try:
+        f = h5py.File(filename, "r")
+    except OSError as err:
+        raise ValueError(f"{filename} is not a readable HDF5 file (truncated or corrupt?): {err}")
+    with f:
+        fmt = _text(f.attrs.get("format", b""))
+        if not fmt.startswith(_FORMAT_PREFIX):
+            raise ValueError(
+                f"{filename} is not a brainstorm network file (format attribute {fmt!r}, "
+                f"expected {FORMAT!r})"
+            )
+        try:
+            version = tuple(int(x) for x in fmt[len(_FORMAT_PREFIX):].split("."))
+        except ValueError:
+            raise ValueError(f"{filename}: unreadable format version {fmt!r}") from None
+        if version[0] > 1:
+            raise ValueError(
+                f"{filename} was written in {fmt!r}, newer than this brainstorm reads "
+                f"({FORMAT!r}); upgrade brainstorm-core"
+            )
+        for name in ("description", "parameters"):
+            if name not in f or not isinstance(f[name], h5py.Dataset):
+                raise ValueError(f"{filename}: the network file has no {name!r} dataset")
+        try:
+            raw = f["description"][()]
+            description = json.loads(_text(raw))
+            parameters = np.asarray(f["parameters"][()])
+            states = np.asarray(f["states"][()]) if "states" in f else np.zeros(0)
+        except (OSError, json.JSONDecodeError, TypeError) as err:
+            raise ValueError(f"{filename}: corrupt network file ({err})") from None
+    if not isinstance(description, dict) or description.get("@type") != "Network":
+        raise ValueError(f"{filename}: the description is not that of a Network")
+    if "architecture" not in description:
+        raise ValueError(f"{filename}: the description has no architecture")
+    if parameters.ndim != 1 or parameters.dtype.kind != "f":
+        raise ValueError(f"{filename}: 'parameters' must be a flat float array")
+    return description, parameters, states.reshape(-1)
