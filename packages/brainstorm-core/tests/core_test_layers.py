@@ -2,8 +2,6 @@
 
 from collections import OrderedDict
 
-import numpy as np
-
 from brainstorm.layers.base_layer import Layer
 from brainstorm.structure.buffer_structure import BufferStructure, StructureTemplate
 from brainstorm.structure.construction import ConstructionWrapper

@@ -6,13 +6,13 @@ import os
 import h5py
 import numpy as np
 import pytest
+from core_test_layers import Accumulate, Scale, SumLoss
 
 import brainstorm as bs
 from brainstorm.handlers import NumpyHandler
 from brainstorm.initializers import Gaussian, Uniform
 from brainstorm.utils import InitializationError, NetworkValidationError
 from brainstorm.value_modifiers import ClipValues
-from core_test_layers import Accumulate, Scale, SumLoss
 
 
 def chain_net(features=3, handler=None):

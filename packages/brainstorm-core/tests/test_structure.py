@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from core_test_layers import Accumulate, Scale, SumLoss
 
 import brainstorm as bs
 from brainstorm.registry import UnknownNameError
@@ -17,7 +18,6 @@ from brainstorm.utils import (
     NetworkValidationError,
     StructureValidationError,
 )
-from core_test_layers import Accumulate, Scale, SumLoss
 
 
 def test_wiring_and_unique_names():
@@ -57,7 +57,9 @@ def test_buffer_structures():
     assert StructureTemplate("...").matches(BufferStructure(3))
     with pytest.raises(StructureValidationError):
         BufferStructure("T", "B", 0)
-    combined = combine_buffer_structures([BufferStructure("T", "B", 2, 3), BufferStructure("T", "B", 2, 4)])
+    combined = combine_buffer_structures(
+        [BufferStructure("T", "B", 2, 3), BufferStructure("T", "B", 2, 4)]
+    )
     assert combined.shape == ("T", "B", 2, 7)
     with pytest.raises(StructureValidationError, match="Cannot concatenate"):
         combine_buffer_structures([BufferStructure("T", "B", 3), BufferStructure("B", 3)])
@@ -65,8 +67,11 @@ def test_buffer_structures():
 
 def _arch():
     return {
-        "Input": {"@type": "Input", "@outgoing_connections": {"default": ["A"]},
-                  "out_shapes": {"default": ["T", "B", 2]}},
+        "Input": {
+            "@type": "Input",
+            "@outgoing_connections": {"default": ["A"]},
+            "out_shapes": {"default": ["T", "B", 2]},
+        },
         "A": {"@type": "Scale", "@outgoing_connections": {"default": ["B"]}},
         "B": {"@type": "Scale", "@outgoing_connections": ["L"]},
         "L": {"@type": "SumLoss", "@outgoing_connections": {}},

@@ -55,7 +55,7 @@ class Describable:
                 continue
             if key in defaults and _equal(value, defaults[key]):
                 continue
-            description[key] = _describe(value, key)
+            description[key] = _describe(value, f"{type(self).__name__}.{key}")
         return description
 
     @classmethod

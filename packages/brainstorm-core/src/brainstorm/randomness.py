@@ -54,7 +54,7 @@ class RandomState(np.random.RandomState):
         """Draw a new seed (an int in ``[0, 1e9)``) from this state."""
         return int(self.randint(0, _SEED_RANGE))
 
-    def create_random_state(self, seed=None) -> "RandomState":
+    def create_random_state(self, seed=None) -> RandomState:
         """A new :class:`RandomState` seeded with ``seed`` or a seed drawn from this one."""
         if seed is None:
             seed = self.generate_seed()

@@ -61,8 +61,7 @@ KNOWN_PROVIDERS = {
     "brainstorm.layers": {name: "brainstorm-layers" for name in _LAYERS},
     "brainstorm.handlers": {"PyCudaHandler": "brainstorm-handlers-cuda"},
     **{
-        group: {name: "brainstorm-training" for name in names}
-        for group, names in _TRAINING.items()
+        group: {name: "brainstorm-training" for name in names} for group, names in _TRAINING.items()
     },
 }
 
@@ -78,7 +77,7 @@ class UnknownNameError(KeyError, AttributeError):
         return str(self.args[0]) if self.args else ""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _entry_points(group):
     """name -> list of (EntryPoint, distribution name) for ``group``, cached."""
     found = {}
@@ -91,8 +90,7 @@ def _entry_points(group):
         if len(candidates) > 1:
             dists = ", ".join(f"{d} ({ep.value})" for ep, d in candidates)
             warnings.warn(
-                f"{group} name {name!r} is registered more than once: {dists}; "
-                f"using the first",
+                f"{group} name {name!r} is registered more than once: {dists}; using the first",
                 RuntimeWarning,
                 stacklevel=2,
             )
@@ -194,6 +192,5 @@ def find_describable(type_name):
             if cls is not None:
                 return cls
     raise UnknownNameError(
-        f"Unknown type {type_name!r}: no imported class and no installed entry point "
-        f"has that name"
+        f"Unknown type {type_name!r}: no imported class and no installed entry point has that name"
     )

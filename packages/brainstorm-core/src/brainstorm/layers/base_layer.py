@@ -49,8 +49,7 @@ class Layer:
     computes_no_gradients_for = ()
     takes_no_output_deltas_from = ()
 
-    def __init__(self, name, in_shapes, incoming_connections=(), outgoing_connections=(),
-                 **kwargs):
+    def __init__(self, name, in_shapes, incoming_connections=(), outgoing_connections=(), **kwargs):
         self.name = name
         self.kwargs = kwargs
         self.incoming = tuple(incoming_connections)
@@ -102,8 +101,7 @@ class Layer:
                 if getattr(template, "is_optional", False):
                     continue
                 raise LayerValidationError(
-                    f"Layer {self.name!r} ({self.type_name}): input {input_name!r} is not "
-                    f"connected"
+                    f"Layer {self.name!r} ({self.type_name}): input {input_name!r} is not connected"
                 )
             if not template.matches(in_shapes[input_name]):
                 raise LayerValidationError(

@@ -48,8 +48,7 @@ class InputLayerImpl(Layer):
             shape = tuple(shape)
             if shape[:1] not in (("T",), ("B",)):
                 raise LayerValidationError(
-                    f"Input data {name!r}: shape template {shape} must start with 'T', 'B' "
-                    f"or 'B'"
+                    f"Input data {name!r}: shape template {shape} must start with 'T', 'B' or 'B'"
                 )
             outputs[name] = BufferStructure(*shape)
         return outputs, OrderedDict(), OrderedDict()

@@ -32,7 +32,9 @@ __all__ = [
 ]
 
 Connection = namedtuple("Connection", ["start_layer", "output_name", "end_layer", "input_name"])
-Connection.__doc__ = "A wire from ``start_layer.outputs.output_name`` to ``end_layer.inputs.input_name``."
+Connection.__doc__ = (
+    "A wire from ``start_layer.outputs.output_name`` to ``end_layer.inputs.input_name``."
+)
 
 
 def generate_architecture(some_layer):
@@ -111,7 +113,9 @@ def validate_architecture(architecture):
         if not isinstance(layer["@type"], str):
             raise NetworkValidationError(f"Layer {name!r}: '@type' must be a string")
     if "Input" not in architecture or architecture["Input"]["@type"] != "Input":
-        raise NetworkValidationError("A network needs exactly one layer of type Input named 'Input'")
+        raise NetworkValidationError(
+            "A network needs exactly one layer of type Input named 'Input'"
+        )
     others = [n for n, lay in architecture.items() if lay["@type"] == "Input" and n != "Input"]
     if others:
         raise NetworkValidationError(
@@ -136,9 +140,7 @@ def validate_architecture(architecture):
             reachable.update(c.end_layer for c in connections if c.start_layer == name)
     unreachable = sorted(set(architecture) - reachable)
     if unreachable:
-        raise NetworkValidationError(
-            f"Layers {unreachable} are not connected to the Input layer"
-        )
+        raise NetworkValidationError(f"Layers {unreachable} are not connected to the Input layer")
 
 
 def get_canonical_layer_order(architecture):
@@ -202,9 +204,7 @@ def instantiate_layers_from_architecture(architecture):
             try:
                 in_shapes[in_name] = combine_buffer_structures(structures)
             except StructureValidationError as err:
-                raise NetworkValidationError(
-                    f"Layer {name!r}, input {in_name!r}: {err}"
-                ) from None
+                raise NetworkValidationError(f"Layer {name!r}, input {in_name!r}: {err}") from None
         kwargs = {k: v for k, v in properties.items() if not k.startswith("@")}
         layers[name] = cls(name, in_shapes, incoming, outgoing, **kwargs)
     return layers

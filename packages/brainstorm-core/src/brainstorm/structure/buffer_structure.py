@@ -130,10 +130,9 @@ class StructureTemplate:
         shape = tuple(shape)
         if "..." in shape and shape.index("...") != len(shape) - 1:
             raise StructureValidationError(f"'...' must be last in template {shape}")
-        for i, s in enumerate(shape):
-            valid = (
-                s in ("T", "B", "F", "...")
-                or (isinstance(s, int) and not isinstance(s, bool) and s > 0)
+        for s in shape:
+            valid = s in ("T", "B", "F", "...") or (
+                isinstance(s, int) and not isinstance(s, bool) and s > 0
             )
             if not valid:
                 raise StructureValidationError(f"Invalid entry {s!r} in template {shape}")

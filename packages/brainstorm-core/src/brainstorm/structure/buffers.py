@@ -152,9 +152,7 @@ class _Layout:
             groups.setdefault(find(s), []).append(s)
         for members in groups.values():
             members.sort(key=rank.get)
-            group_sinks = [
-                (key, srcs) for key, srcs in sinks.items() if srcs[0] in members
-            ]
+            group_sinks = [(key, srcs) for key, srcs in sinks.items() if srcs[0] in members]
             order = _order_sources(members, [srcs for _, srcs in group_sinks])
             first = self.layers[order[0][0]].out_shapes[order[0][1]]
             fwd = _Hub(first.buffer_type, first.feature_shape[:-1], backward=False)
@@ -298,8 +296,7 @@ class BufferManager:
 
     def _build_views(self, hub_arrays):
         per_layer = {
-            name: {category: OrderedDict() for category in LAYER_CATEGORIES}
-            for name in self.layers
+            name: {category: OrderedDict() for category in LAYER_CATEGORIES} for name in self.layers
         }
         self.context_views = []  # (path, view, context_size) of forward buffers
         for hub in self.layout.hubs:

@@ -188,8 +188,7 @@ class Network(Seedable):
         value = self.buffer[self._resolve_path(buffer_path)]
         if isinstance(value, list):  # a BufferView, not an array
             raise KeyError(
-                f"{buffer_path!r} is a group of buffers, not one buffer; it contains "
-                f"{value.keys()}"
+                f"{buffer_path!r} is a group of buffers, not one buffer; it contains {value.keys()}"
             )
         return self.handler.get_numpy_copy(value)
 
@@ -298,8 +297,11 @@ class Network(Seedable):
 
     # -- parameters, states, handler ------------------------------------------------------
     def _parameter_structure(self):
-        return {name: list(layer.parameter_shapes) for name, layer in self.layers.items()
-                if layer.parameter_shapes}
+        return {
+            name: list(layer.parameter_shapes)
+            for name, layer in self.layers.items()
+            if layer.parameter_shapes
+        }
 
     def initialize(self, default_or_init_dict=None, seed=None, **kwargs):
         """Initialize the parameters.
@@ -379,8 +381,7 @@ class Network(Seedable):
             for mod in mods:
                 if not isinstance(mod, ValueModifier):
                     raise TypeError(
-                        f"{kind} for {layer_name}.{view_name} must be ValueModifiers, got "
-                        f"{mod!r}"
+                        f"{kind} for {layer_name}.{view_name} must be ValueModifiers, got {mod!r}"
                     )
             if not mods:
                 continue

@@ -85,7 +85,9 @@ def read_network_file(filename):
     try:
         f = h5py.File(filename, "r")
     except OSError as err:
-        raise ValueError(f"{filename} is not a readable HDF5 file (truncated or corrupt?): {err}")
+        raise ValueError(
+            f"{filename} is not a readable HDF5 file (truncated or corrupt?): {err}"
+        ) from None
     with f:
         fmt = _text(f.attrs.get("format", b""))
         if not fmt.startswith(_FORMAT_PREFIX):
@@ -94,7 +96,7 @@ def read_network_file(filename):
                 f"expected {FORMAT!r})"
             )
         try:
-            version = tuple(int(x) for x in fmt[len(_FORMAT_PREFIX):].split("."))
+            version = tuple(int(x) for x in fmt[len(_FORMAT_PREFIX) :].split("."))
         except ValueError:
             raise ValueError(f"{filename}: unreadable format version {fmt!r}") from None
         if version[0] > 1:

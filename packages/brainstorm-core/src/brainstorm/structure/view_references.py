@@ -70,8 +70,14 @@ def resolve_references(structure, spec, allow_fallback=True):
             matched_layers.add(layer)
             if isinstance(value, dict):
                 _resolve_views(
-                    layer, structure[layer], value, top_default, top_fallback,
-                    values, fallbacks, allow_fallback,
+                    layer,
+                    structure[layer],
+                    value,
+                    top_default,
+                    top_fallback,
+                    values,
+                    fallbacks,
+                    allow_fallback,
                 )
             else:
                 for view in structure[layer]:
@@ -89,8 +95,7 @@ def resolve_references(structure, spec, allow_fallback=True):
     return values, fallbacks
 
 
-def _resolve_views(layer, views, sub, top_default, top_fallback, values, fallbacks,
-                   allow_fallback):
+def _resolve_views(layer, views, sub, top_default, top_fallback, values, fallbacks, allow_fallback):
     if "fallback" in sub and not allow_fallback:
         raise NetworkValidationError("'fallback' is not allowed here")
     default_given = "default" in sub

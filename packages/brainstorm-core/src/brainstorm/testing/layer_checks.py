@@ -76,7 +76,7 @@ class _Harness:
         for name, template in templates.items():
             given = (data or {}).get(name)
             lead = (self.T, self.B) if template[0] == "T" else (self.B,)
-            shape = lead + tuple(template[len(lead):])
+            shape = lead + tuple(template[len(lead) :])
             if callable(given):
                 value = given(shape, self.rng)
             elif given is not None:
@@ -89,8 +89,7 @@ class _Harness:
             o for o in self.layer.out_shapes if o not in self.layer.takes_no_output_deltas_from
         ]
         self.weights = {
-            o: self.rng.randn(*self._shape(f"{self.layer_name}.outputs.{o}"))
-            for o in self.outputs
+            o: self.rng.randn(*self._shape(f"{self.layer_name}.outputs.{o}")) for o in self.outputs
         }
 
     # -- helpers ------------------------------------------------------------------------
@@ -155,8 +154,16 @@ class _Harness:
             h.set_from_numpy(view, original)
 
 
-def check_layer(layer, in_shapes, time_steps=3, batch_size=2, inits=None, data=None,
-                seed=1234, checks=ALL_CHECKS):
+def check_layer(
+    layer,
+    in_shapes,
+    time_steps=3,
+    batch_size=2,
+    inits=None,
+    data=None,
+    seed=1234,
+    checks=ALL_CHECKS,
+):
     """Check a layer's derivatives, context handling and description.
 
     Args:
@@ -199,7 +206,9 @@ def check_layer(layer, in_shapes, time_steps=3, batch_size=2, inits=None, data=N
         for param in buffers.parameters.keys():
             if param in harness.layer.computes_no_gradients_for:
                 continue
-            harness.numeric(buffers.parameters[param], grads[param], f"{name}: gradient of {param!r}")
+            harness.numeric(
+                buffers.parameters[param], grads[param], f"{name}: gradient of {param!r}"
+            )
     if "adds_deltas" in checks:
         initial = {
             n: harness.rng.randn(*deltas[n].shape)
@@ -223,8 +232,7 @@ def check_layer(layer, in_shapes, time_steps=3, batch_size=2, inits=None, data=N
 
 def _outputs(harness):
     return {
-        o: harness.net.get(f"{harness.layer_name}.outputs.{o}")
-        for o in harness.layer.out_shapes
+        o: harness.net.get(f"{harness.layer_name}.outputs.{o}") for o in harness.layer.out_shapes
     }
 
 
@@ -234,7 +242,7 @@ def _check_garbage(harness, deltas, grads):
     reference = _outputs(harness)
     buffers = harness.net.buffer[harness.layer_name]
     for category in ("outputs", "internals"):
-        for key, view in buffers[category].items():
+        for view in buffers[category].values():
             h.set_from_numpy(view, harness.rng.randn(*h.get_numpy_copy(view).shape))
     harness.forward()
     for o, value in _outputs(harness).items():
@@ -247,11 +255,13 @@ def _check_garbage(harness, deltas, grads):
                 f"{harness.layer_name}: output {o!r} depends on what was in the buffers before "
                 f"the forward pass"
             )
-    for category in ("internals",):
-        for key, view in buffers[category].items():
-            h.set_from_numpy(view, harness.rng.randn(*h.get_numpy_copy(view).shape))
+    for view in buffers.internals.values():
+        h.set_from_numpy(view, harness.rng.randn(*h.get_numpy_copy(view).shape))
     new_deltas, new_grads = harness.backward()
-    for table, fresh, kind in ((deltas, new_deltas, "input deltas"), (grads, new_grads, "gradients")):
+    for table, fresh, kind in (
+        (deltas, new_deltas, "input deltas"),
+        (grads, new_grads, "gradients"),
+    ):
         for key, value in table.items():
             if not np.allclose(fresh[key], value, rtol=1e-10, atol=1e-12):
                 raise AssertionError(
@@ -305,8 +315,7 @@ def _check_description(harness):
         harness._reset_rng()
         net.forward_pass(training_pass=False)
         outputs = {
-            o: net.get(f"{harness.layer_name}.outputs.{o}")
-            for o in harness.layer.out_shapes
+            o: net.get(f"{harness.layer_name}.outputs.{o}") for o in harness.layer.out_shapes
         }
         if reference is None:
             reference = outputs
