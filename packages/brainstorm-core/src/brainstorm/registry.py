@@ -13,6 +13,7 @@ that an installed distribution registered can be loaded.
 from __future__ import annotations
 
 import functools
+import importlib
 import warnings
 from importlib import metadata
 
@@ -55,6 +56,18 @@ _TRAINING = {
     ).split(),
     "brainstorm.scorers": "Accuracy Hamming MeanSquaredError".split(),
 }
+
+_FIRST_PARTY_MODULES = (
+    "brainstorm.structure.network",
+    "brainstorm.handlers.numpy_handler",
+    "brainstorm.handlers.debug_handler",
+    "brainstorm.initializers",
+    "brainstorm.value_modifiers",
+    "brainstorm.data_iterators",
+    "brainstorm.training",
+    "brainstorm.hooks",
+    "brainstorm.scorers",
+)
 
 #: Names our first-party distributions provide, used in the hint of a missing name.
 KNOWN_PROVIDERS = {
@@ -191,6 +204,16 @@ def find_describable(type_name):
             cls = _find_subclass(Describable, type_name)
             if cls is not None:
                 return cls
+    # Classes that are not entry points themselves (Trainer, schedules) live in
+    # first-party modules; this list is fixed here, never read from a file.
+    for module_name in _FIRST_PARTY_MODULES:
+        try:
+            importlib.import_module(module_name)
+        except ImportError:
+            continue
+        cls = _find_subclass(Describable, type_name)
+        if cls is not None:
+            return cls
     raise UnknownNameError(
         f"Unknown type {type_name!r}: no imported class and no installed entry point has that name"
     )
