@@ -241,3 +241,12 @@ def test_network_description_round_trip():
     assert description["initializers"]["default"]["@type"] == "Gaussian"
     clone = bs.create_from_description(json.loads(json.dumps(description)))
     assert list(clone.layers) == list(net.layers)
+
+
+def test_full_buffer_of_layer_parameters():
+    net = chain_net()
+    net.initialize({"A": [1.0, 2.0, 3.0], "B": 0.5})
+    full = net.buffer.A.parameters.full_buffer
+    assert np.shares_memory(full, net.buffer.parameters)
+    assert np.array_equal(full, [1, 2, 3])
+    assert net.buffer.Input.parameters.full_buffer is None

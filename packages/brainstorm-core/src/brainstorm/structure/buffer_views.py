@@ -14,7 +14,10 @@ class BufferView(list):
     Args:
         buffer_names: names of the children, in order.
         buffers: the children (arrays or BufferViews).
-        full_buffer: optional array holding all children side by side.
+        full_buffer: optional array holding all children side by side, in
+            order (for a layer's ``parameters``, ``gradients`` and ``states``:
+            the 1-D slice of the flat vector). Layers may use it to operate on
+            several consecutive parameters at once (e.g. one GEMM for all gates).
     """
 
     def __init__(self, buffer_names, buffers, full_buffer=None):
@@ -24,6 +27,11 @@ class BufferView(list):
         self._buffer_names = tuple(buffer_names)
         self._keys = {name: i for i, name in enumerate(buffer_names)}
         self._full_buffer = full_buffer
+
+    @property
+    def full_buffer(self):
+        """The array holding all children side by side, or None."""
+        return self._full_buffer
 
     def keys(self):
         """The names of the children, in order."""

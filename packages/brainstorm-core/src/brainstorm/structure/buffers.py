@@ -316,10 +316,15 @@ class BufferManager:
         ):
             for (layer, name), (start, stop, shape) in table.items():
                 per_layer[layer][category][name] = flat[start:stop].reshape(shape)
+        full = self._flat_layer_buffers()
         layer_views = []
         for name in self.layers:
             categories = [
-                BufferView(list(per_layer[name][c]), list(per_layer[name][c].values()))
+                BufferView(
+                    list(per_layer[name][c]),
+                    list(per_layer[name][c].values()),
+                    full_buffer=full.get((name, c)),
+                )
                 for c in LAYER_CATEGORIES
             ]
             layer_views.append(BufferView(LAYER_CATEGORIES, categories))
@@ -327,6 +332,23 @@ class BufferManager:
             ["parameters", "gradients", "states", *self.layers],
             [self.parameters, self.gradients, self.states, *layer_views],
         )
+
+    def _flat_layer_buffers(self):
+        """(layer, category) -> the 1-D slice holding all parameters (gradients,
+        states) of that layer, in declaration order."""
+        full = {}
+        for flat, category, table in (
+            (self.parameters, "parameters", self.layout.param_slices),
+            (self.gradients, "gradients", self.layout.param_slices),
+            (self.states, "states", self.layout.state_slices),
+        ):
+            bounds = {}
+            for (layer, _), (start, stop, _) in table.items():
+                lo, hi = bounds.get(layer, (start, stop))
+                bounds[layer] = (min(lo, start), max(hi, stop))
+            for layer, (start, stop) in bounds.items():
+                full[(layer, category)] = flat[start:stop]
+        return full
 
     # -- operations -----------------------------------------------------------------------
     def clear_backward_buffers(self):
