@@ -146,3 +146,17 @@ def test_architecture_is_json_serialisable():
     assert json.loads(json.dumps(arch)) == json.loads(json.dumps(arch))
     net = bs.Network.from_architecture(json.loads(json.dumps(arch)))
     assert list(net.layers) == ["Input", "Accumulate", "SumLoss"]
+
+
+def test_reshape_view_never_copies_silently():
+    import numpy as np
+
+    from brainstorm.utils import flatten_time, flatten_time_and_features
+
+    hub = np.zeros((2, 3, 4, 5))
+    view = hub[..., 1:3]  # a slice of the last axis, as multi-source inputs produce
+    flat = flatten_time(view)
+    flat[...] = 1
+    assert hub[..., 1:3].sum() == 2 * 3 * 4 * 2
+    with pytest.raises(ValueError, match="without copying"):
+        flatten_time_and_features(view)

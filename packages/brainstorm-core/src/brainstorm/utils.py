@@ -16,6 +16,7 @@ __all__ = [
     "InitializationError",
     "is_valid_layer_name",
     "get_by_path",
+    "reshape_view",
     "flatten_time",
     "flatten_time_and_features",
     "flatten_features",
@@ -99,24 +100,45 @@ def product(values) -> int:
     return result
 
 
+def reshape_view(array, shape):
+    """Reshape without copying, so that writes reach the original memory.
+
+    NumPy's ``reshape`` silently copies arrays whose strides do not allow the new
+    shape; a layer writing into such a copy would lose its results. For NumPy
+    arrays this raises instead; other array types reshape as they do.
+
+    Raises:
+        ValueError: if the shape cannot be had without a copy.
+    """
+    if isinstance(array, np.ndarray):
+        try:
+            return np.reshape(array, shape, copy=False)
+        except ValueError:
+            raise ValueError(
+                f"Cannot view an array of shape {array.shape} with strides {array.strides} "
+                f"as shape {tuple(shape)} without copying"
+            ) from None
+    return array.reshape(tuple(shape))
+
+
 def flatten_time(array):
     """Merge the first two axes (time and batch): ``(T, B, ...) -> (T*B, ...)``."""
-    return array.reshape((array.shape[0] * array.shape[1],) + tuple(array.shape[2:]))
+    return reshape_view(array, (array.shape[0] * array.shape[1],) + tuple(array.shape[2:]))
 
 
 def flatten_time_and_features(array):
     """``(T, B, f1, f2, ...) -> (T*B, f1*f2*...)``."""
-    return array.reshape(array.shape[0] * array.shape[1], product(array.shape[2:]))
+    return reshape_view(array, (array.shape[0] * array.shape[1], product(array.shape[2:])))
 
 
 def flatten_features(array, start_idx: int = 2):
     """Merge every axis from ``start_idx`` on into one."""
-    return array.reshape(tuple(array.shape[:start_idx]) + (product(array.shape[start_idx:]),))
+    return reshape_view(array, tuple(array.shape[:start_idx]) + (product(array.shape[start_idx:]),))
 
 
 def flatten_all_but_last(array):
     """``(..., F) -> (N, F)``."""
-    return array.reshape(product(array.shape[:-1]), array.shape[-1])
+    return reshape_view(array, (product(array.shape[:-1]), array.shape[-1]))
 
 
 def get_brainstorm_info() -> bytes:
