@@ -250,3 +250,12 @@ def test_full_buffer_of_layer_parameters():
     assert np.shares_memory(full, net.buffer.parameters)
     assert np.array_equal(full, [1, 2, 3])
     assert net.buffer.Input.parameters.full_buffer is None
+
+
+def test_saved_file_has_normal_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        chain_net().save_as_hdf5(tmp_path / "n.hdf5")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "n.hdf5").stat().st_mode & 0o777 == 0o644

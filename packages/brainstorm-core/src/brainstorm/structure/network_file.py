@@ -26,6 +26,14 @@ FORMAT = "Network file v1.0"
 _FORMAT_PREFIX = "Network file v"
 
 
+def _permissions_for(filename):
+    if os.path.exists(filename):
+        return os.stat(filename).st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_hdf5(filename, write):
     """Call ``write(h5py.File)`` on a temporary file, then rename it to ``filename``."""
     import h5py
@@ -37,6 +45,9 @@ def atomic_write_hdf5(filename, write):
     try:
         with h5py.File(tmp, "w") as f:
             write(f)
+        # mkstemp makes the file private; give it the permissions of a file
+        # created normally (or those of the file it replaces).
+        os.chmod(tmp, _permissions_for(filename))
         os.replace(tmp, filename)
     except BaseException:
         if os.path.exists(tmp):
