@@ -27,18 +27,18 @@ class ScaleLayerImpl(Layer):
     def forward_pass(self, buffers, training_pass=True):
         x = flatten_time(buffers.inputs.default)
         y = flatten_time(buffers.outputs.default)
-        w = buffers.parameters.w.reshape((1, -1))
+        w = buffers.parameters.w.reshape((1, buffers.parameters.w.shape[0]))
         self.handler.mult_mv(x, w, y)
 
     def backward_pass(self, buffers):
         x = flatten_time(buffers.inputs.default)
         dx = flatten_time(buffers.input_deltas.default)
         dy = flatten_time(buffers.output_deltas.default)
-        w = buffers.parameters.w.reshape((1, -1))
+        w = buffers.parameters.w.reshape((1, buffers.parameters.w.shape[0]))
         self.handler.mult_add_mv(dy, w, dx)
         tmp = flatten_time(buffers.internals.tmp)
         self.handler.mult_tt(dy, x, tmp)
-        self.handler.sum_t(tmp, 0, buffers.gradients.w.reshape((1, -1)))
+        self.handler.sum_t(tmp, 0, buffers.gradients.w.reshape((1, tmp.shape[1])))
 
 
 def Accumulate(name=None):

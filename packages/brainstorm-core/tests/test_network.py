@@ -259,3 +259,30 @@ def test_saved_file_has_normal_permissions(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "n.hdf5").stat().st_mode & 0o777 == 0o644
+
+
+def test_default_applies_only_where_no_explicit_key_matched():
+    inp = bs.layers.Input({"default": ("T", "B", 3)})
+    inp >> Scale(name="F1") >> Scale(name="F2") >> SumLoss()
+    net = bs.Network.from_layer(inp)
+    net.initialize({"F1": {"w": 1.0}, "F*": {"default": 3.0}, "default": 0.0})
+    assert np.all(net.get("F1.parameters.w") == 1.0)
+    assert np.all(net.get("F2.parameters.w") == 3.0)
+    with pytest.raises(NetworkValidationError, match="Multiple initializers for F1.w"):
+        net.initialize({"F*": 1.0, "F1": 2.0})
+    clip = ClipValues(-1, 1)
+    net.set_gradient_modifiers({"F*": clip, "F1": {"w": clip}, "default": ClipValues(-2, 2)})
+    assert len(net.gradient_modifiers["F1"]["w"]) == 1  # one object, applied once
+    assert net.gradient_modifiers["F2"]["w"][0].low == -1
+
+
+def test_reserved_and_list_method_names():
+    from brainstorm.utils import LayerValidationError
+
+    with pytest.raises(LayerValidationError, match="Invalid layer name 'parameters'"):
+        Scale(name="parameters")
+    inp = bs.layers.Input({"default": ("T", "B", 3)})
+    inp >> Scale(name="index") >> SumLoss(name="copy")
+    net = bs.Network.from_layer(inp)
+    assert net.buffer.index.parameters.w is net.buffer["index.parameters.w"]
+    assert "loss" in net.buffer.copy.outputs.keys()

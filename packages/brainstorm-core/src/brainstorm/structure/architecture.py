@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import OrderedDict, namedtuple
 
 from brainstorm.structure.buffer_structure import combine_buffer_structures
+from brainstorm.structure.construction import assign_names
 from brainstorm.utils import (
     NetworkValidationError,
     StructureValidationError,
@@ -31,6 +32,9 @@ __all__ = [
     "instantiate_layers_from_architecture",
 ]
 
+#: Names of the network's root buffers, which layers cannot have.
+RESERVED_NAMES = ("parameters", "gradients", "states")
+
 Connection = namedtuple("Connection", ["start_layer", "output_name", "end_layer", "input_name"])
 Connection.__doc__ = (
     "A wire from ``start_layer.outputs.output_name`` to ``end_layer.inputs.input_name``."
@@ -44,16 +48,16 @@ def generate_architecture(some_layer):
         some_layer: any :class:`~brainstorm.structure.construction.ConstructionWrapper`
             of the network.
     """
-    details = sorted(some_layer.layer.scope, key=lambda d: d.order)
+    names = assign_names(some_layer.layer.scope)
     architecture = {}
-    for d in details:
+    for d in sorted(names, key=lambda d: d.order):
         outgoing = OrderedDict()
         for out_name, target, in_name in d.outgoing:
-            entry = target.name if in_name == "default" else f"{target.name}.{in_name}"
+            entry = names[target] if in_name == "default" else f"{names[target]}.{in_name}"
             outgoing.setdefault(out_name, []).append(entry)
         layer = {"@type": d.layer_type, "@outgoing_connections": dict(outgoing)}
         layer.update(_jsonable(d.kwargs))
-        architecture[d.name] = layer
+        architecture[names[d]] = layer
     return architecture
 
 
@@ -97,6 +101,9 @@ def collect_connections(architecture):
 def validate_architecture(architecture):
     """Check names, types, connections, the Input layer, cycles and connectivity.
 
+    Returns:
+        (connections, canonical layer order)
+
     Raises:
         NetworkValidationError: with a message naming the offending layer.
     """
@@ -107,6 +114,10 @@ def validate_architecture(architecture):
             raise NetworkValidationError(
                 f"Invalid layer name {name!r}: must be a Python identifier other than "
                 f"'default' and 'fallback'"
+            )
+        if name in RESERVED_NAMES:
+            raise NetworkValidationError(
+                f"Layer name {name!r} is reserved (it names the network's flat buffers)"
             )
         if not isinstance(layer, dict) or "@type" not in layer:
             raise NetworkValidationError(f"Layer {name!r} has no '@type'")
@@ -133,14 +144,16 @@ def validate_architecture(architecture):
             )
         if c.start_layer == c.end_layer:
             raise NetworkValidationError(f"Layer {c.start_layer!r} is connected to itself")
-    order = get_canonical_layer_order(architecture)  # raises on cycles
+    order = _canonical_order(architecture, connections)  # raises on cycles
     reachable = {"Input"}
-    for name in order:
-        if name in reachable:
-            reachable.update(c.end_layer for c in connections if c.start_layer == name)
+    position = {name: i for i, name in enumerate(order)}
+    for c in sorted(connections, key=lambda c: position[c.start_layer]):
+        if c.start_layer in reachable:
+            reachable.add(c.end_layer)
     unreachable = sorted(set(architecture) - reachable)
     if unreachable:
         raise NetworkValidationError(f"Layers {unreachable} are not connected to the Input layer")
+    return connections, order
 
 
 def get_canonical_layer_order(architecture):
@@ -149,27 +162,33 @@ def get_canonical_layer_order(architecture):
     Raises:
         NetworkValidationError: if the connections form a cycle (naming its layers).
     """
-    connections = collect_connections(architecture)
-    predecessors = {name: set() for name in architecture}
+    return _canonical_order(architecture, collect_connections(architecture))
+
+
+def _canonical_order(architecture, connections):
+    pending = {name: 0 for name in architecture}
+    successors = {name: [] for name in architecture}
     for c in connections:
-        if c.end_layer in predecessors:
-            predecessors[c.end_layer].add(c.start_layer)
+        if c.end_layer in pending:
+            pending[c.end_layer] += 1
+            successors[c.start_layer].append(c.end_layer)
     order = []
-    placed = set()
-    remaining = set(architecture)
-    while remaining:
-        ready = sorted(n for n in remaining if predecessors[n] <= placed)
-        if not ready:
-            raise NetworkValidationError(
-                f"The connections form a cycle among layers {sorted(remaining)}"
-            )
+    ready = sorted(n for n, count in pending.items() if count == 0)
+    while ready:
         if "Input" in ready:
             ready.remove("Input")
             ready.insert(0, "Input")
-        for n in ready:
-            order.append(n)
-            placed.add(n)
-            remaining.discard(n)
+        order.extend(ready)
+        wave = []
+        for name in ready:
+            for succ in successors[name]:
+                pending[succ] -= 1
+                if pending[succ] == 0:
+                    wave.append(succ)
+        ready = sorted(wave)
+    if len(order) < len(architecture):
+        remaining = sorted(set(architecture) - set(order))
+        raise NetworkValidationError(f"The connections form a cycle among layers {remaining}")
     return order
 
 
@@ -181,14 +200,17 @@ def instantiate_layers_from_architecture(architecture):
     """
     from brainstorm.registry import find_layer_impl
 
-    validate_architecture(architecture)
-    connections = collect_connections(architecture)
+    connections, order = validate_architecture(architecture)
+    incoming_of = {name: [] for name in architecture}
+    outgoing_of = {name: [] for name in architecture}
+    for c in connections:
+        incoming_of[c.end_layer].append(c)
+        outgoing_of[c.start_layer].append(c)
     layers = OrderedDict()
-    for name in get_canonical_layer_order(architecture):
+    for name in order:
         properties = architecture[name]
         cls = find_layer_impl(properties["@type"])
-        incoming = [c for c in connections if c.end_layer == name]
-        outgoing = [c for c in connections if c.start_layer == name]
+        incoming, outgoing = incoming_of[name], outgoing_of[name]
         in_shapes = {}
         for in_name in sorted({c.input_name for c in incoming}):
             sources = [c for c in incoming if c.input_name == in_name]

@@ -27,6 +27,9 @@ class BufferView(list):
         self._buffer_names = tuple(buffer_names)
         self._keys = {name: i for i, name in enumerate(buffer_names)}
         self._full_buffer = full_buffer
+        # Children as instance attributes: fast to reach, and they win over list
+        # methods of the same name (a buffer called 'index' or 'copy').
+        self.__dict__.update(zip(self._buffer_names, buffers))
 
     @property
     def full_buffer(self):
@@ -71,9 +74,6 @@ class BufferView(list):
     def __getattr__(self, name):
         if name.startswith("_"):
             raise AttributeError(name)
-        keys = self.__dict__.get("_keys", {})
-        if name in keys:
-            return list.__getitem__(self, keys[name])
         raise AttributeError(
             f"BufferView has no entry {name!r}; available: {list(self._buffer_names)}"
         )

@@ -35,10 +35,10 @@ LAYER_CATEGORIES = (
     "outputs",
     "parameters",
     "internals",
-    "states",
     "input_deltas",
     "output_deltas",
     "gradients",
+    "states",
 )
 
 _MAX_PERMUTED_SOURCES = 8
@@ -150,9 +150,12 @@ class _Layout:
         groups = OrderedDict()
         for s in sources:
             groups.setdefault(find(s), []).append(s)
-        for members in groups.values():
+        sinks_of_group = {}
+        for key, srcs in sinks.items():
+            sinks_of_group.setdefault(find(srcs[0]), []).append((key, srcs))
+        for root, members in groups.items():
             members.sort(key=rank.get)
-            group_sinks = [(key, srcs) for key, srcs in sinks.items() if srcs[0] in members]
+            group_sinks = sinks_of_group.get(root, [])
             order = _order_sources(members, [srcs for _, srcs in group_sinks])
             first = self.layers[order[0][0]].out_shapes[order[0][1]]
             fwd = _Hub(first.buffer_type, first.feature_shape[:-1], backward=False)
@@ -329,8 +332,8 @@ class BufferManager:
             ]
             layer_views.append(BufferView(LAYER_CATEGORIES, categories))
         self.views = BufferView(
-            ["parameters", "gradients", "states", *self.layers],
-            [self.parameters, self.gradients, self.states, *layer_views],
+            ["parameters", "gradients", *self.layers, "states"],
+            [self.parameters, self.gradients, *layer_views, self.states],
         )
 
     def _flat_layer_buffers(self):

@@ -18,7 +18,7 @@ import itertools
 
 from brainstorm.utils import LayerValidationError, is_valid_layer_name
 
-__all__ = ["ConstructionWrapper", "LayerDetails"]
+__all__ = ["ConstructionWrapper", "LayerDetails", "assign_names"]
 
 _creation_counter = itertools.count()
 
@@ -27,10 +27,12 @@ class LayerDetails:
     """Everything the architecture needs to know about one constructed layer."""
 
     def __init__(self, layer_type, name=None, kwargs=None):
-        if name is not None and not is_valid_layer_name(name):
+        if name is not None and (
+            not is_valid_layer_name(name) or name in ("parameters", "gradients", "states")
+        ):
             raise LayerValidationError(
                 f"Invalid layer name {name!r}: names must be Python identifiers other "
-                f"than 'default' and 'fallback'"
+                f"than 'default', 'fallback', 'parameters', 'gradients' and 'states'"
             )
         self.layer_type = layer_type
         self.basename = name if name is not None else layer_type
@@ -56,13 +58,14 @@ class LayerDetails:
     @property
     def name(self):
         """The unique name of this layer within its scope."""
-        return _assign_names(self.scope)[self]
+        return assign_names(self.scope)[self]
 
     def __repr__(self):
         return f"<LayerDetails {self.layer_type} {self.basename!r}>"
 
 
-def _assign_names(scope):
+def assign_names(scope):
+    """Unique names of all layers in ``scope`` (LayerDetails -> name)."""
     ordered = sorted(scope, key=lambda d: d.order)
     counts = {}
     for d in ordered:

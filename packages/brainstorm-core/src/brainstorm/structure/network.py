@@ -17,7 +17,7 @@ from brainstorm.structure.architecture import (
 )
 from brainstorm.structure.buffers import BufferManager, array_shape
 from brainstorm.structure.view_references import resolve_references
-from brainstorm.utils import NetworkValidationError, as_float_scalar
+from brainstorm.utils import InitializationError, NetworkValidationError, as_float_scalar
 
 __all__ = ["Network"]
 
@@ -347,8 +347,8 @@ class Network(Seedable):
                 array = evaluate_initializer(
                     init, tuple(array_shape(view)), fallback, seed=init_rnd.generate_seed()
                 )
-            except Exception as err:
-                raise type(err)(f"Initializing {path}: {err}") from None
+            except InitializationError as err:
+                raise InitializationError(f"Initializing {path}: {err}") from err
             self.handler.set_from_numpy(view, np.asarray(array))
         self.initializers = get_description(_wrap_arrays(spec))
         self._initialize_states()
@@ -377,7 +377,9 @@ class Network(Seedable):
         for (layer_name, view_name), found in sorted(values.items()):
             mods = []
             for value in found:
-                mods.extend(value if isinstance(value, (list, tuple)) else [value])
+                for mod in value if isinstance(value, (list, tuple)) else [value]:
+                    if all(mod is not other for other in mods):  # one object, applied once
+                        mods.append(mod)
             for mod in mods:
                 if not isinstance(mod, ValueModifier):
                     raise TypeError(
@@ -389,6 +391,7 @@ class Network(Seedable):
             for mod in mods:
                 mod = copy.deepcopy(mod)
                 mod.layer_name, mod.view_name = layer_name, view_name
+                mod.rnd.set_seed(self.rnd.generate_seed())
                 copies.append(mod)
             installed.setdefault(layer_name, {})[view_name] = copies
         return installed
@@ -416,7 +419,6 @@ class Network(Seedable):
             for view_name, mods in views.items():
                 view = self.buffer[layer_name].parameters[view_name]
                 for mod in mods:
-                    mod.rnd.set_seed(self.rnd.generate_seed())
                     mod(self.handler, view)
 
     def apply_gradient_modifiers(self):
@@ -427,7 +429,6 @@ class Network(Seedable):
             for view_name, mods in views.items():
                 layer = self.buffer[layer_name]
                 for mod in mods:
-                    mod.rnd.set_seed(self.rnd.generate_seed())
                     if isinstance(mod, GradientModifier):
                         mod(self.handler, layer.parameters[view_name], layer.gradients[view_name])
                     else:

@@ -41,6 +41,10 @@ def _match(pattern, names, where):
 def resolve_references(structure, spec, allow_fallback=True):
     """Resolve ``spec`` against ``structure``.
 
+    A view gets the values of every key that explicitly matches it; only a view
+    that no explicit key matched gets the applicable ``default`` (the sub-dict's
+    own, else the top-level one).
+
     Args:
         structure: dict layer name -> list of view names (e.g. parameter names).
         spec: the user's dict (layer patterns -> value or dict of view patterns).
@@ -56,60 +60,43 @@ def resolve_references(structure, spec, allow_fallback=True):
     """
     if not isinstance(spec, dict):
         raise NetworkValidationError(f"Expected a dict of patterns, got {type(spec).__name__}")
-    if "fallback" in spec and not allow_fallback:
-        raise NetworkValidationError("'fallback' is not allowed here")
-    values = {(layer, view): [] for layer, views in structure.items() for view in views}
-    fallbacks = {key: [] for key in values}
-    top_default = spec.get("default")
-    top_fallback = spec.get("fallback")
+    _check_fallback(spec, allow_fallback)
+    keys = [(layer, view) for layer, views in structure.items() for view in views]
+    explicit = {key: [] for key in keys}
+    defaults = {key: [] for key in keys}
+    fallbacks = {key: [] for key in keys}
+    top = {name: [spec[name]] for name in _SPECIAL if name in spec}
     matched_layers = set()
     for pattern, value in spec.items():
         if pattern in _SPECIAL:
             continue
         for layer in _match(pattern, list(structure), "(layer pattern)"):
             matched_layers.add(layer)
-            if isinstance(value, dict):
-                _resolve_views(
-                    layer,
-                    structure[layer],
-                    value,
-                    top_default,
-                    top_fallback,
-                    values,
-                    fallbacks,
-                    allow_fallback,
-                )
-            else:
-                for view in structure[layer]:
-                    values[(layer, view)].append(value)
-                    if top_fallback is not None:
-                        fallbacks[(layer, view)].append(top_fallback)
-    for layer, views in structure.items():
-        if layer in matched_layers:
-            continue
-        for view in views:
-            if "default" in spec:
-                values[(layer, view)].append(top_default)
-            if top_fallback is not None:
-                fallbacks[(layer, view)].append(top_fallback)
+            views = structure[layer]
+            if not isinstance(value, dict):
+                for view in views:
+                    explicit[(layer, view)].append(value)
+                    fallbacks[(layer, view)].extend(top.get("fallback", []))
+                continue
+            _check_fallback(value, allow_fallback)
+            sub_default = [value["default"]] if "default" in value else top.get("default", [])
+            sub_fallback = [value["fallback"]] if "fallback" in value else top.get("fallback", [])
+            for view_pattern, view_value in value.items():
+                if view_pattern in _SPECIAL:
+                    continue
+                for view in _match(view_pattern, views, f"(in layer {layer!r})"):
+                    explicit[(layer, view)].append(view_value)
+            for view in views:
+                defaults[(layer, view)].extend(sub_default)
+                fallbacks[(layer, view)].extend(sub_fallback)
+    for layer in set(structure) - matched_layers:
+        for view in structure[layer]:
+            defaults[(layer, view)].extend(top.get("default", []))
+            fallbacks[(layer, view)].extend(top.get("fallback", []))
+    values = {key: explicit[key] or defaults[key] for key in keys}
     return values, fallbacks
 
 
-def _resolve_views(layer, views, sub, top_default, top_fallback, values, fallbacks, allow_fallback):
-    if "fallback" in sub and not allow_fallback:
+def _check_fallback(spec, allow_fallback):
+    if "fallback" in spec and not allow_fallback:
         raise NetworkValidationError("'fallback' is not allowed here")
-    default_given = "default" in sub
-    default = sub["default"] if default_given else top_default
-    fallback = sub.get("fallback", top_fallback)
-    matched = set()
-    for pattern, value in sub.items():
-        if pattern in _SPECIAL:
-            continue
-        for view in _match(pattern, views, f"(in layer {layer!r})"):
-            matched.add(view)
-            values[(layer, view)].append(value)
-    for view in views:
-        if view not in matched and (default_given or top_default is not None):
-            values[(layer, view)].append(default)
-        if fallback is not None:
-            fallbacks[(layer, view)].append(fallback)

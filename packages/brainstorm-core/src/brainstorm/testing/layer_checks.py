@@ -8,10 +8,12 @@ feeding it) on ``DebugHandler(NumpyHandler(float64))`` and checks:
 * ``gradients``: parameter gradients the same way;
 * ``adds_deltas``: the backward pass adds into input deltas instead of
   overwriting them;
+* inputs are read-only: the layer leaves its inputs unchanged;
 * ``garbage``: the results do not depend on what was in the output and
   internal buffers before the forward pass;
 * ``context``: for recurrent layers, one pass over a sequence equals two
-  passes chained with ``get_context`` / ``forward_pass(context=...)``;
+  passes chained with ``get_context`` / ``forward_pass(context=...)``, and
+  deltas and gradients are right also when a (random) context was passed;
 * ``description``: the architecture survives a JSON round trip and the rebuilt
   network computes the same outputs.
 
@@ -88,9 +90,13 @@ class _Harness:
         self.outputs = [
             o for o in self.layer.out_shapes if o not in self.layer.takes_no_output_deltas_from
         ]
-        self.weights = {
-            o: self.rng.randn(*self._shape(f"{self.layer_name}.outputs.{o}")) for o in self.outputs
-        }
+        self.weights = {}
+        for o in self.outputs:
+            weights = self.rng.randn(*self._shape(f"{self.layer_name}.outputs.{o}"))
+            if self.layer.out_shapes[o].context_size:
+                weights[self.T :] = 0.0  # the context slot is not part of the output
+            self.weights[o] = weights
+        self.context = None  # the context every forward pass starts from
 
     # -- helpers ------------------------------------------------------------------------
     def _shape(self, path):
@@ -101,9 +107,27 @@ class _Harness:
         inner = getattr(handler, "handler", handler)
         inner.rnd.reset()
 
-    def forward(self, context=None):
+    def forward(self, context="use the harness context"):
+        if isinstance(context, str):
+            context = self.context
         self._reset_rng()
         self.net.forward_pass(training_pass=True, context=context)
+
+    def random_context(self):
+        """A random state to start from, shaped like ``get_context()``'s."""
+        self.forward()
+        return {
+            path: self.rng.randn(*np.shape(self.net.handler.get_numpy_copy(value)))
+            for path, value in self.net.get_context().items()
+        }
+
+    def check_inputs_unchanged(self):
+        for name, value in self.data.items():
+            if not np.array_equal(self.net.get(f"Input.outputs.{name}"), value):
+                raise AssertionError(
+                    f"{self.layer_name}: the layer changed its input {name!r} (inputs are "
+                    f"shared with other layers and must be read-only)"
+                )
 
     def objective(self):
         self.forward()
@@ -190,25 +214,14 @@ def check_layer(
         raise ValueError(f"Unknown checks {sorted(unknown)}; available: {ALL_CHECKS}")
     harness = _Harness(layer, in_shapes, time_steps, batch_size, inits, data, seed)
     name = harness.layer_name
-    buffers = harness.net.buffer[name]
     deltas, grads = harness.backward()
-
-    if "deltas" in checks:
-        for in_name in buffers.inputs.keys():
-            if in_name in harness.layer.computes_no_input_deltas_for:
-                continue
-            harness.numeric(
-                harness.net.buffer.Input.outputs[in_name],
-                deltas[in_name],
-                f"{name}: input deltas of {in_name!r}",
-            )
-    if "gradients" in checks:
-        for param in buffers.parameters.keys():
-            if param in harness.layer.computes_no_gradients_for:
-                continue
-            harness.numeric(
-                buffers.parameters[param], grads[param], f"{name}: gradient of {param!r}"
-            )
+    harness.check_inputs_unchanged()
+    _check_derivatives(harness, checks, deltas, grads, "")
+    if "context" in checks and harness.net.buffer_manager.context_views:
+        harness.context = harness.random_context()
+        context_deltas, context_grads = harness.backward()
+        _check_derivatives(harness, checks, context_deltas, context_grads, " with a context")
+        harness.context = None
     if "adds_deltas" in checks:
         initial = {
             n: harness.rng.randn(*deltas[n].shape)
@@ -228,6 +241,24 @@ def check_layer(
         _check_context(harness)
     if "description" in checks:
         _check_description(harness)
+
+
+def _check_derivatives(harness, checks, deltas, grads, where):
+    name = harness.layer_name
+    if "deltas" in checks:
+        for in_name in harness.net.buffer[name].inputs.keys():
+            if in_name in harness.layer.computes_no_input_deltas_for:
+                continue
+            harness.numeric(
+                harness.net.buffer.Input.outputs[in_name],
+                deltas[in_name],
+                f"{name}: input deltas of {in_name!r}{where}",
+            )
+    if "gradients" in checks:
+        for param, view in harness.net.buffer[name].parameters.items():
+            if param in harness.layer.computes_no_gradients_for:
+                continue
+            harness.numeric(view, grads[param], f"{name}: gradient of {param!r}{where}")
 
 
 def _outputs(harness):
