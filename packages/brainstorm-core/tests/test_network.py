@@ -202,7 +202,7 @@ def test_bad_files_give_clear_errors(tmp_path):
         bs.Network.from_hdf5(newer)
     text = tmp_path / "text.hdf5"
     text.write_text("not hdf5 at all")
-    with pytest.raises(ValueError, match="not a readable HDF5 file"):
+    with pytest.raises(ValueError, match="not a readable network file"):
         bs.Network.from_hdf5(text)
 
 
@@ -286,3 +286,29 @@ def test_reserved_and_list_method_names():
     net = bs.Network.from_layer(inp)
     assert net.buffer.index.parameters.w is net.buffer["index.parameters.w"]
     assert "loss" in net.buffer.copy.outputs.keys()
+
+
+def test_set_handler_keeps_data_and_sizes(rng):
+    net = chain_net()
+    net.initialize(1.0)
+    x = rng.randn(6, 3, 3)
+    net.provide_external_data({"default": x})
+    net.set_handler(NumpyHandler(np.float64))
+    net.forward_pass()
+    assert np.allclose(net.get("B.outputs.default"), x)
+
+
+def test_damaged_files_always_give_value_errors(tmp_path):
+    good = tmp_path / "good.hdf5"
+    chain_net().save_as_hdf5(good)
+    data = bytearray(good.read_bytes())
+    rng = np.random.RandomState(3)
+    for i, position in enumerate(rng.choice(len(data), 40, replace=False)):
+        damaged = bytearray(data)
+        damaged[position] ^= 0xFF
+        path = tmp_path / f"damaged{i}.hdf5"
+        path.write_bytes(bytes(damaged))
+        try:
+            bs.Network.from_hdf5(path)
+        except ValueError:
+            pass

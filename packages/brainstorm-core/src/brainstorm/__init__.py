@@ -68,6 +68,8 @@ def __getattr__(name):
         value = module if attr is None else getattr(module, attr)
         globals()[name] = value
         return value
+    if name.startswith("_"):  # probes such as _ipython_display_ must stay cheap
+        raise AttributeError(f"module 'brainstorm' has no attribute {name!r}")
     # Shortcuts such as bs.Gaussian, bs.ClipValues, bs.Minibatches
     for module_name, _ in _SHORTCUT_MODULES:
         module = importlib.import_module(module_name)

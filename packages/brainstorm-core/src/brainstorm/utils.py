@@ -14,6 +14,7 @@ __all__ = [
     "IteratorValidationError",
     "StructureValidationError",
     "InitializationError",
+    "StridedViewError",
     "is_valid_layer_name",
     "get_by_path",
     "reshape_view",
@@ -44,6 +45,10 @@ class IteratorValidationError(ValidationError):
 
 class StructureValidationError(ValidationError):
     """A shape template or buffer structure is invalid."""
+
+
+class StridedViewError(ValueError):
+    """A strided buffer view cannot be reshaped without copying it."""
 
 
 class InitializationError(Exception):
@@ -114,7 +119,7 @@ def reshape_view(array, shape):
         try:
             return np.reshape(array, shape, copy=False)
         except ValueError:
-            raise ValueError(
+            raise StridedViewError(
                 f"Cannot view an array of shape {array.shape} with strides {array.strides} "
                 f"as shape {tuple(shape)} without copying"
             ) from None

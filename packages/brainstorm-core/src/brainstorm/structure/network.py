@@ -17,7 +17,12 @@ from brainstorm.structure.architecture import (
 )
 from brainstorm.structure.buffers import BufferManager, array_shape
 from brainstorm.structure.view_references import resolve_references
-from brainstorm.utils import InitializationError, NetworkValidationError, as_float_scalar
+from brainstorm.utils import (
+    InitializationError,
+    NetworkValidationError,
+    StridedViewError,
+    as_float_scalar,
+)
 
 __all__ = ["Network"]
 
@@ -106,7 +111,12 @@ class Network(Seedable):
         from brainstorm.structure.network_file import read_network_file
 
         description, parameters, states = read_network_file(filename)
-        net = create_from_description(description)
+        try:
+            net = create_from_description(description)
+        except RecursionError:
+            raise ValueError(f"{filename}: the description is nested too deeply") from None
+        except Exception as err:
+            raise ValueError(f"{filename}: cannot build the network it describes: {err}") from err
         if not isinstance(net, Network):
             raise ValueError(f"{filename}: the description is not a Network")
         for name, values, target in (
@@ -123,10 +133,14 @@ class Network(Seedable):
 
     @classmethod
     def __new_from_description__(cls, description):
+        from brainstorm.handlers.base_handler import Handler
+
         handler = None
         if description.get("handler") is not None:
             try:
                 handler = create_from_description(description["handler"])
+                if not isinstance(handler, Handler):
+                    raise TypeError(f"{type(handler).__name__} is not a Handler")
             except Exception as err:  # e.g. a GPU handler on a machine without GPU
                 warnings.warn(
                     f"Could not recreate handler {description['handler']!r} ({err}); "
@@ -134,6 +148,7 @@ class Network(Seedable):
                     RuntimeWarning,
                     stacklevel=3,
                 )
+                handler = None
         net = cls.from_architecture(description["architecture"], handler=handler)
         net.initializers = description.get("initializers") or {}
         net.set_weight_modifiers(_modifier_spec(description.get("weight_modifiers")))
@@ -268,7 +283,10 @@ class Network(Seedable):
             self.buffer_manager.apply_context(context)
         for name, layer in self.layers.items():
             if name != "Input":
-                layer.forward_pass(self.buffer[name], training_pass)
+                try:
+                    layer.forward_pass(self.buffer[name], training_pass)
+                except StridedViewError as err:
+                    raise _strided_view_error(name, layer, err) from None
 
     def backward_pass(self):
         """Compute all deltas and gradients (after a forward pass), then apply
@@ -276,7 +294,10 @@ class Network(Seedable):
         self.buffer_manager.clear_backward_buffers()
         for name in reversed(self.layers):
             if name != "Input":
-                self.layers[name].backward_pass(self.buffer[name])
+                try:
+                    self.layers[name].backward_pass(self.buffer[name])
+                except StridedViewError as err:
+                    raise _strided_view_error(name, self.layers[name], err) from None
         self.apply_gradient_modifiers()
 
     def get_loss_values(self):
@@ -436,12 +457,25 @@ class Network(Seedable):
 
     def set_handler(self, new_handler):
         """Move the network to ``new_handler`` (e.g. ``PyCudaHandler()``), keeping
-        parameters and states."""
+        parameters, states, the provided data and the recurrent state."""
         parameters = self.handler.get_numpy_copy(self.buffer.parameters)
         states = self.handler.get_numpy_copy(self.buffer.states)
+        inputs = {
+            name: self.handler.get_numpy_copy(view)
+            for name, view in self.buffer.Input.outputs.items()
+        }
+        context = {
+            path: self.handler.get_numpy_copy(view)
+            for path, view, _ in self.buffer_manager.context_views
+        }
         manager = BufferManager(self.layers, new_handler)
+        manager.resize(self.buffer_manager.time_size, self.buffer_manager.batch_size)
         new_handler.set_from_numpy(manager.views.parameters, parameters)
         new_handler.set_from_numpy(manager.views.states, states)
+        for name, value in inputs.items():
+            new_handler.set_from_numpy(manager.views.Input.outputs[name], value)
+        for path, view, _ in manager.context_views:
+            new_handler.set_from_numpy(view, context[path])
         self.buffer_manager = manager
         self.handler = new_handler
         for layer in self.layers.values():
@@ -463,6 +497,15 @@ class Network(Seedable):
             self.handler.get_numpy_copy(self.buffer.states),
             comment,
         )
+
+
+def _strided_view_error(name, layer, err):
+    return StridedViewError(
+        f"Layer {name!r} ({layer.type_name}) cannot flatten one of its buffers: it shares "
+        f"memory side by side with other layers' buffers because several outputs are "
+        f"concatenated into one input ({err}). Wire the concatenation through a Merge "
+        f"layer instead."
+    )
 
 
 def _unique(values):
@@ -489,6 +532,11 @@ def _wrap_arrays(value):
 def _modifier_spec(described):
     if not described:
         return {}
+    if not isinstance(described, dict) or not all(
+        isinstance(views, dict) and all(isinstance(m, list) for m in views.values())
+        for views in described.values()
+    ):
+        raise ValueError("Modifiers must be described as {layer: {view: [modifiers]}}")
     spec = {}
     for layer_name, views in described.items():
         spec[layer_name] = {view: create_from_description(mods) for view, mods in views.items()}

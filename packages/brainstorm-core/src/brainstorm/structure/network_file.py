@@ -7,7 +7,11 @@ dataset ``states`` (non-trainable layer state such as BatchNorm statistics).
 
 Files are written to a temporary name in the same folder and renamed, so a
 crash never leaves a half-written file under the real name. Reading parses
-JSON only: no pickle, no import of names found in the file.
+JSON only: no pickle, no import of names found in the file; any damage is
+reported as a ``ValueError`` naming the file. (One limit remains: a file
+damaged in the HDF5 metadata can crash the HDF5 C library itself, which no
+Python code can catch; load files from strangers in a subprocess if that
+matters.)
 """
 
 from __future__ import annotations
@@ -88,18 +92,31 @@ def read_network_file(filename):
         ValueError: for files that are not brainstorm network files, newer
             formats, or truncated/corrupt content (the message says which).
     """
-    import h5py
-
     filename = os.fspath(filename)
     if not os.path.exists(filename):
         raise FileNotFoundError(f"No such network file: {filename}")
     try:
-        f = h5py.File(filename, "r")
-    except OSError as err:
+        description, parameters, states = _read(filename)
+    except ValueError:
+        raise
+    except Exception as err:  # h5py raises many kinds of errors on damaged files
         raise ValueError(
-            f"{filename} is not a readable HDF5 file (truncated or corrupt?): {err}"
+            f"{filename} is not a readable network file (truncated or corrupt?): "
+            f"{type(err).__name__}: {err}"
         ) from None
-    with f:
+    if not isinstance(description, dict) or description.get("@type") != "Network":
+        raise ValueError(f"{filename}: the description is not that of a Network")
+    if "architecture" not in description:
+        raise ValueError(f"{filename}: the description has no architecture")
+    if parameters.ndim != 1 or parameters.dtype.kind != "f":
+        raise ValueError(f"{filename}: 'parameters' must be a flat float array")
+    return description, parameters, states.reshape(-1)
+
+
+def _read(filename):
+    import h5py
+
+    with h5py.File(filename, "r") as f:
         fmt = _text(f.attrs.get("format", b""))
         if not fmt.startswith(_FORMAT_PREFIX):
             raise ValueError(
@@ -119,16 +136,9 @@ def read_network_file(filename):
             if name not in f or not isinstance(f[name], h5py.Dataset):
                 raise ValueError(f"{filename}: the network file has no {name!r} dataset")
         try:
-            raw = f["description"][()]
-            description = json.loads(_text(raw))
-            parameters = np.asarray(f["parameters"][()])
-            states = np.asarray(f["states"][()]) if "states" in f else np.zeros(0)
-        except (OSError, json.JSONDecodeError, TypeError) as err:
-            raise ValueError(f"{filename}: corrupt network file ({err})") from None
-    if not isinstance(description, dict) or description.get("@type") != "Network":
-        raise ValueError(f"{filename}: the description is not that of a Network")
-    if "architecture" not in description:
-        raise ValueError(f"{filename}: the description has no architecture")
-    if parameters.ndim != 1 or parameters.dtype.kind != "f":
-        raise ValueError(f"{filename}: 'parameters' must be a flat float array")
-    return description, parameters, states.reshape(-1)
+            description = json.loads(_text(f["description"][()]))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{filename}: the description is not valid JSON ({err})") from None
+        parameters = np.asarray(f["parameters"][()])
+        states = np.asarray(f["states"][()]) if "states" in f else np.zeros(0)
+    return description, parameters, states
