@@ -46,9 +46,11 @@ class InputLayerImpl(Layer):
             if name != "default" and not is_valid_layer_name(name):
                 raise LayerValidationError(f"Invalid Input data name {name!r}")
             shape = tuple(shape)
-            if shape[:1] not in (("T",), ("B",)):
+            lead = 2 if shape[:2] == ("T", "B") else 1 if shape[:1] == ("B",) else 0
+            if not lead or len(shape) == lead:
                 raise LayerValidationError(
-                    f"Input data {name!r}: shape template {shape} must start with 'T', 'B' or 'B'"
+                    f"Input data {name!r}: shape template {shape} must be ('T', 'B', "
+                    f"features...) or ('B', features...)"
                 )
             outputs[name] = BufferStructure(*shape)
         return outputs, OrderedDict(), OrderedDict()
