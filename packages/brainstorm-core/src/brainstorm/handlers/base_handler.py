@@ -475,6 +475,32 @@ class Handler(Describable):
         """
         raise _abstract(self, "index_m_by_v")
 
+    def index_rows_mv(self, m, v, out):
+        """Gather rows of a matrix: ``out[i, :] = m[v[i, 0], :]``.
+
+        The forward pass of an embedding lookup. Row ids may repeat.
+
+        Args:
+            m: matrix ``(K, N)`` (the table).
+            v: vector ``(M, 1)`` of integer row ids in ``[0, K)``, stored as floats.
+            out: matrix ``(M, N)`` (written); must not overlap ``m`` or ``v``.
+        """
+        raise _abstract(self, "index_rows_mv")
+
+    def scatter_add_rows_mv(self, m, v, out):
+        """Add rows of a matrix into the rows named by a vector: ``out[v[i, 0], :] += m[i, :]``.
+
+        The backward pass of :meth:`index_rows_mv`. Rows with the same id
+        accumulate (every ``i`` contributes, as ``numpy.add.at`` does); rows of
+        ``out`` named by no id stay unchanged.
+
+        Args:
+            m: matrix ``(M, N)`` (the rows to add).
+            v: vector ``(M, 1)`` of integer row ids in ``[0, K)``, stored as floats.
+            out: matrix ``(K, N)`` (read and written); must not overlap ``m`` or ``v``.
+        """
+        raise _abstract(self, "scatter_add_rows_mv")
+
     # ------------------------------------------------------------- reductions
 
     def sum_t(self, a, axis, out):

@@ -550,6 +550,28 @@ class DebugHandler(Handler):
         self.handler.index_m_by_v(m.array, v.array, out.array)
         call.finite()
 
+    def index_rows_mv(self, m, v, out):
+        call = self._call("index_rows_mv", m=m, v=v, out=out)
+        call.expect_ndim("m", 2)
+        call.expect_ndim("out", 2)
+        call.expect_shape("v", (out.shape[0], 1), " (a column of row ids, one per row of out)")
+        call.expect_shape("out", (out.shape[0], m.shape[1]), " (rows as long as those of m)")
+        call.integer_values("v", m.shape[0])
+        call.writes("out", inplace=False)
+        self.handler.index_rows_mv(m.array, v.array, out.array)
+        call.finite()
+
+    def scatter_add_rows_mv(self, m, v, out):
+        call = self._call("scatter_add_rows_mv", m=m, v=v, out=out)
+        call.expect_ndim("m", 2)
+        call.expect_ndim("out", 2)
+        call.expect_shape("v", (m.shape[0], 1), " (a column of row ids, one per row of m)")
+        call.expect_shape("out", (out.shape[0], m.shape[1]), " (rows as long as those of m)")
+        call.integer_values("v", out.shape[0])
+        call.writes("out", inplace=False)
+        self.handler.scatter_add_rows_mv(m.array, v.array, out.array)
+        call.finite()
+
     # ------------------------------------------------------------- reductions
 
     def sum_t(self, a, axis, out):

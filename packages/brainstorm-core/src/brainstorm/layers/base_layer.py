@@ -45,6 +45,10 @@ class Layer:
 
     expected_inputs = {"default": StructureTemplate("T", "B", "...")}
     expected_kwargs = set()
+    #: Extra names for slices of internals along their last axis, set in ``setup``:
+    #: ``{'Fb': ('Gb', start, stop)}`` makes ``buffers.internals.Fb`` (and
+    #: ``net.get('L.internals.Fb')``) a view of ``Gb[..., start:stop]``.
+    internal_slices = {}
     computes_no_input_deltas_for = ()
     computes_no_gradients_for = ()
     takes_no_output_deltas_from = ()

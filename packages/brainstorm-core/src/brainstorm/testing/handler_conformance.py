@@ -711,6 +711,31 @@ def _structure_cases():
             lambda m, v, out: {"out": np.array([[m[i, int(v[i, 0])]] for i in range(len(m))])},
         )
     )
+    cases.append(
+        _case(
+            "index_rows_mv",
+            "index_rows_mv",
+            {"m": ((6, 5), _normal), "v": ((9, 1), _ids(6)), "out": ((9, 5), _normal)},
+            lambda h, m, v, out: h.index_rows_mv(m, v, out),
+            lambda m, v, out: {"out": np.array([m[int(v[i, 0])] for i in range(len(v))])},
+        )
+    )
+
+    def scatter_add_rows(m, v, out):
+        out = out.copy()
+        for i in range(len(v)):  # ids repeat: every row accumulates
+            out[int(v[i, 0])] += m[i]
+        return {"out": out}
+
+    cases.append(
+        _case(
+            "scatter_add_rows_mv",
+            "scatter_add_rows_mv",
+            {"m": ((9, 5), _normal), "v": ((9, 1), _ids(4)), "out": ((6, 5), _normal)},
+            lambda h, m, v, out: h.scatter_add_rows_mv(m, v, out),
+            scatter_add_rows,
+        )
+    )
     sums = [
         ((7,), 0, (1,)),
         ((7,), None, (1,)),

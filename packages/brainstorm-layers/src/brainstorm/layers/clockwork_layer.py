@@ -1,0 +1,71 @@
+"""The Clockwork layer: a simple recurrent layer whose units tick at different rates.
+
+Direction (``reverse``), context, masks and bidirectional use work as for
+:mod:`brainstorm.layers.recurrent_layer` (details in
+:mod:`brainstorm.layers._recurrent`).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from brainstorm.layers._layer_checks import layer_label
+from brainstorm.layers._recurrent import check_recurrent_arguments
+from brainstorm.layers.recurrent_layer import RecurrentLayerImpl
+from brainstorm.structure.buffer_structure import BufferStructure
+from brainstorm.structure.construction import ConstructionWrapper
+
+__all__ = ["Clockwork", "ClockworkLayerImpl"]
+
+
+def Clockwork(size, activation="tanh", reverse=False, name=None):
+    """Create a clockwork recurrent layer.
+
+    Like :func:`~brainstorm.layers.recurrent_layer.Recurrent`, but unit ``k``
+    computes a new value only at the steps ``tau`` with
+    ``tau mod timing[k] == 0``, and keeps its previous value otherwise.
+    ``tau`` counts the steps since the start of the sequence from 0 (every
+    unit updates at ``tau = 0``), in processing order; unlike the reference,
+    whose ``t`` restarted at 0 in every forward pass, ``tau`` continues across
+    passes chained by context, and it restarts after a step where the mask
+    is 0. ``R`` is a full matrix, not block-structured as in the
+    Clockwork-RNN paper.
+
+    The parameter ``timing`` ``(size,)`` gets no gradient and must be set by
+    the initializer to positive integers, e.g.
+    ``net.initialize({'Clockwork': {'timing': [1, 1, 2, 2, 4, 4]}, ...})``.
+
+    Args:
+        size: the number of units.
+        activation: one of ``'tanh'``, ``'sigmoid'``, ``'rel'``, ``'linear'``,
+            ``'el'``.
+        reverse: process the sequence from the last time step to the first.
+        name: the layer's name (default ``'Clockwork'``).
+
+    Returns:
+        ConstructionWrapper: the layer, ready for wiring with ``>>`` (with
+        the optional input ``'mask'``).
+    """
+    check_recurrent_arguments(size, activation, reverse, layer_label(name, "Clockwork"))
+    return ConstructionWrapper.create(
+        ClockworkLayerImpl, name=name, size=size, activation=activation, reverse=reverse
+    )
+
+
+class ClockworkLayerImpl(RecurrentLayerImpl):
+    """Implementation of :func:`Clockwork`.
+
+    Parameters ``W``, ``R``, ``bias`` (as Recurrent) and ``timing (S,)``;
+    internals as Recurrent plus ``Tau ('T', 'B', 1)``, the step counter.
+    """
+
+    clockwork = True
+    computes_no_gradients_for = ("timing",)
+
+    def parameter_shapes_for(self, size, in_size):
+        parameters = super().parameter_shapes_for(size, in_size)
+        parameters["timing"] = BufferStructure(size)
+        return parameters
+
+    def state_widths(self):
+        return OrderedDict(Tau=1)

@@ -1,0 +1,69 @@
+"""The ClockworkLstm layer: a peephole LSTM whose cells tick at different rates.
+
+Direction (``reverse``), context, masks, bidirectional use and the layout of
+the internals are as for :mod:`brainstorm.layers.lstm_layer` (details in
+:mod:`brainstorm.layers._recurrent`).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from brainstorm.layers._layer_checks import layer_label
+from brainstorm.layers._recurrent import check_recurrent_arguments
+from brainstorm.layers.lstm_layer import LstmLayerImpl
+from brainstorm.structure.buffer_structure import BufferStructure
+from brainstorm.structure.construction import ConstructionWrapper
+
+__all__ = ["ClockworkLstm", "ClockworkLstmLayerImpl"]
+
+
+def ClockworkLstm(size, activation="tanh", reverse=False, name=None):
+    """Create a clockwork peephole LSTM layer.
+
+    Like :func:`~brainstorm.layers.lstm_layer.Lstm`, but cell ``k`` computes a
+    new state and output only at the steps ``tau`` with
+    ``tau mod timing[k] == 0``; otherwise it keeps the cell state and output
+    of the previous step. ``tau`` counts the steps since the start of the
+    sequence from 0 in processing order, continues across passes chained by
+    context (the reference restarted it in every pass) and restarts after a
+    step where the mask is 0 (see
+    :func:`~brainstorm.layers.clockwork_layer.Clockwork`).
+
+    The parameter ``timing`` ``(size,)`` gets no gradient and must be set by
+    the initializer to positive integers.
+
+    Args:
+        size: the number of cells.
+        activation: one of ``'tanh'``, ``'sigmoid'``, ``'rel'``, ``'linear'``,
+            ``'el'``.
+        reverse: process the sequence from the last time step to the first.
+        name: the layer's name (default ``'ClockworkLstm'``).
+
+    Returns:
+        ConstructionWrapper: the layer, ready for wiring with ``>>`` (with
+        the optional input ``'mask'``).
+    """
+    check_recurrent_arguments(size, activation, reverse, layer_label(name, "ClockworkLstm"))
+    return ConstructionWrapper.create(
+        ClockworkLstmLayerImpl, name=name, size=size, activation=activation, reverse=reverse
+    )
+
+
+class ClockworkLstmLayerImpl(LstmLayerImpl):
+    """Implementation of :func:`ClockworkLstm`.
+
+    Parameters of Lstm plus ``timing (S,)``; internals of Lstm plus the step
+    counter ``Tau ('T', 'B', 1)``.
+    """
+
+    clockwork = True
+    computes_no_gradients_for = ("timing",)
+
+    def parameter_shapes_for(self, size, in_size):
+        parameters = super().parameter_shapes_for(size, in_size)
+        parameters["timing"] = BufferStructure(size)
+        return parameters
+
+    def state_widths(self):
+        return OrderedDict(Ca=self.size, Tau=1)
