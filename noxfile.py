@@ -13,15 +13,22 @@ Default sessions:
 * ``wheels``: builds every distribution and checks file ownership
   (``tools/check_wheels.py``).
 * ``lint``: ``ruff check`` and ``ruff format --check``.
+* ``docs``: builds the Sphinx site in ``docs/`` with warnings as errors and runs its
+  code samples.
 
 On demand:
 
 * ``demo``: trains a network on the handwritten digits of scikit-learn.
+* ``bench``: train-step throughput of three reference networks (``benchmarks/``).
+* ``gpu``: on a machine with an NVIDIA GPU, its driver and the CUDA toolkit:
+  brainstorm-handlers-cuda with pycuda, all its tests with the GPU ones required.
 * ``dev``: every distribution editable in one environment (``.nox/dev``), then all tests.
 """
 
 from __future__ import annotations
 
+import ctypes.util
+import os
 import shutil
 from pathlib import Path
 
@@ -33,7 +40,7 @@ nox.needs_version = ">=2025.10.14"  # the first release with download_python
 nox.options.default_venv_backend = "uv"
 nox.options.download_python = "never"  # sessions use the Python that runs nox
 nox.options.error_on_external_run = True
-nox.options.sessions = ["tests", "plugin", "wheels", "lint"]
+nox.options.sessions = ["tests", "plugin", "wheels", "lint", "docs"]
 
 ROOT = Path(__file__).resolve().parent
 
@@ -49,10 +56,18 @@ DISTRIBUTIONS = {
 PLUGIN = "plugins/brainstorm-example-plugin"
 
 #: Third-party requirements that only build where the CUDA toolkit is installed
-#: (pycuda ships no Linux wheels). Without ``nvcc`` they are left out, and the
-#: tests that need them skip one by one; some tests must still run, since a module
-#: that skips as a whole leaves nothing collected (pytest exit code 5 = failure).
+#: (pycuda ships no Linux wheels: its build compiles against the toolkit and links
+#: the driver library libcuda). Without both ``nvcc`` and libcuda they are left
+#: out, and the tests that need them skip one by one; some tests must still run,
+#: since a module that skips as a whole leaves nothing collected (pytest exit code
+#: 5 = failure).
 NEEDS_CUDA_TOOLKIT = {"pycuda"}
+
+
+def _can_build_cuda_requirements() -> bool:
+    """True where pycuda builds: the CUDA toolkit (nvcc) and the NVIDIA driver (libcuda)."""
+    return shutil.which("nvcc") is not None and ctypes.util.find_library("cuda") is not None
+
 
 PYTEST = "pytest>=8"
 RUFF = "ruff==0.17.6"  # pinned: a new ruff release must not break CI on its own
@@ -128,7 +143,7 @@ def _install_local(
         args += ["-e", spec] if editable else [spec]
         # uv caches wheels built from a folder; always rebuild our own code.
         args += ["--reinstall-package", _name(folder)]
-    if shutil.which("nvcc") is None:
+    if not _can_build_cuda_requirements():
         args += _without_cuda_toolkit(session, folders)
     session.install(*args, *extra)
 
@@ -141,7 +156,10 @@ def _without_cuda_toolkit(session: nox.Session, folders: list[str]) -> list[str]
     skipped = {canonicalize_name(r.name) for r in requirements} & NEEDS_CUDA_TOOLKIT
     if not skipped:
         return []
-    session.warn(f"no CUDA toolkit (nvcc) found: not installing {', '.join(sorted(skipped))}")
+    session.warn(
+        "no CUDA toolkit (nvcc) with NVIDIA driver (libcuda) found: "
+        f"not installing {', '.join(sorted(skipped))}"
+    )
     excludes = Path(session.create_tmp()) / "no-cuda-toolkit.txt"
     excludes.write_text("\n".join(sorted(skipped)) + "\n")
     return ["--excludes", str(excludes)]
@@ -152,12 +170,27 @@ def _pytest(session: nox.Session, *test_dirs: str) -> None:
     session.run("pytest", *PYTEST_ARGS, *test_dirs, *session.posargs)
 
 
+def _local_test_dependencies(session: nox.Session, folder: str) -> list[str]:
+    """The first-party folders that the ``tests`` extra of ``folder`` requires."""
+    local = _local_folders()
+    first_party = {canonicalize_name(Path(f).name) for f in DISTRIBUTIONS.values()}
+    found = []
+    for spec in _project(folder).get("optional-dependencies", {}).get("tests", []):
+        name = canonicalize_name(Requirement(spec).name)
+        if name in local:
+            found.append(local[name])
+        elif name in first_party:
+            session.error(f"the tests of {folder} need {name}, whose folder does not exist yet")
+    return found
+
+
 @nox.session
 @nox.parametrize("dist", list(PRESENT), ids=list(PRESENT))
 def tests(session: nox.Session, dist: str) -> None:
     """Test one distribution alone: only it and its declared dependencies installed."""
     folder = PRESENT[dist]
-    _install_local(session, _with_local_dependencies(session, folder), PYTEST, tested=[folder])
+    folders = _with_local_dependencies(session, *_local_test_dependencies(session, folder), folder)
+    _install_local(session, folders, PYTEST, tested=[folder])
     _pytest(session, f"{folder}/tests")
 
 
@@ -189,6 +222,26 @@ def lint(session: nox.Session) -> None:
 
 
 @nox.session
+def docs(session: nox.Session) -> None:
+    """Build the user documentation with Sphinx (warnings are errors) and run its examples.
+
+    Every distribution present is installed as a wheel, so the API reference shows the
+    packaged code (brainstorm-handlers-cuda without pycuda and nvmath-python, which
+    ``docs/conf.py`` mocks). The HTML goes to ``docs/_build/html``; the doctest builder
+    then runs the code of the guide's ``testcode`` blocks.
+    """
+    gpu = [PRESENT[key] for key in ("handlers_cuda",) if key in PRESENT]
+    cpu = [folder for folder in PRESENT.values() if folder not in gpu]
+    _install_local(session, _with_local_dependencies(session, *cpu), "sphinx>=8,<9")
+    for folder in gpu:  # without its GPU libraries (never built here): conf.py mocks them
+        session.install("--no-deps", f"./{folder}", "--reinstall-package", _name(folder))
+    out = ROOT / "docs" / "_build"
+    common = ["-W", "--keep-going", "-d", str(out / "doctrees"), "docs"]
+    session.run("sphinx-build", "-E", "-b", "html", *common, str(out / "html"))
+    session.run("sphinx-build", "-b", "doctest", *common, str(out / "doctest"))
+
+
+@nox.session
 def demo(session: nox.Session) -> None:
     """The main job: train a network on real handwritten digits (scikit-learn's)."""
     script = ROOT / "examples" / "digits_demo.py"
@@ -197,6 +250,43 @@ def demo(session: nox.Session) -> None:
     wanted = [PRESENT[key] for key in ("core", "layers", "training", "tools") if key in PRESENT]
     _install_local(session, _with_local_dependencies(session, *wanted), "scikit-learn")
     session.run("python", str(script.relative_to(ROOT)), *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Train-step throughput of the reference networks on the NumpyHandler (float32).
+
+    Core and layers are installed as wheels, with threadpoolctl to report the BLAS
+    kernel. Arguments after ``--`` go to the script (default: JSON results into the
+    session's tmp folder); the BLAS environment (``OPENBLAS_CORETYPE``, ...) is passed on.
+    """
+    wanted = [PRESENT[key] for key in ("core", "layers")]
+    _install_local(session, _with_local_dependencies(session, *wanted), "threadpoolctl")
+    out = Path(session.create_tmp()) / "bench_train_step.json"
+    args = session.posargs or ["--breakdown", "--out", str(out)]
+    session.run("python", "benchmarks/bench_train_step.py", *args)
+
+
+@nox.session
+def gpu(session: nox.Session) -> None:
+    """Everything GPU-related, on a machine with an NVIDIA GPU, its driver and the CUDA toolkit.
+
+    Installs brainstorm-handlers-cuda with pycuda (built here) and nvmath-python, plus
+    brainstorm-layers for the layer comparisons, and runs all the distribution's tests
+    with ``BRAINSTORM_REQUIRE_GPU=1``: a GPU test that cannot run fails instead of
+    skipping. Arguments after ``--`` go to pytest. Where nvmath-python finds no cuBLAS
+    library, ``BRAINSTORM_NVMATH_EXTRA=cu12`` (or ``cu13``) installs it from wheels.
+    """
+    if not _can_build_cuda_requirements():
+        session.error("needs the CUDA toolkit (nvcc on the PATH) and the NVIDIA driver (libcuda)")
+    folder = PRESENT["handlers_cuda"]
+    wanted = [folder] + ([PRESENT["layers"]] if "layers" in PRESENT else [])
+    extra = os.environ.get("BRAINSTORM_NVMATH_EXTRA")
+    cublas = [f"nvmath-python[{extra}]"] if extra else []
+    folders = _with_local_dependencies(session, *wanted)
+    _install_local(session, folders, PYTEST, *cublas, tested=[folder])
+    session.env["BRAINSTORM_REQUIRE_GPU"] = "1"
+    _pytest(session, f"{folder}/tests")
 
 
 @nox.session

@@ -1,0 +1,386 @@
+"""Train-step throughput of three reference networks on the NumpyHandler at float32.
+
+A train step is ``forward_pass(training_pass=True)``, ``backward_pass()`` and a
+plain SGD update of the flat parameter buffer with a handler op
+(``mult_add_st(-lr, gradients, parameters)``); the batch is copied into the
+network once, before timing. The networks:
+
+* ``mlp``: the mnist_pi MLP, 784-1200-1200-10 (rel, rel, linear) -> SoftmaxCE,
+  batch 100, without the reference's Dropout layers (``--mlp-dropout`` adds them:
+  they cost elementwise work and random numbers but no FLOPs);
+* ``cnn``: the CIFAR-10 CNN of the walkthrough, batch 100 of 32x32x3: three times
+  Conv 5x5 padding 2 (32, 32, 64 filters, rel) -> MaxPool 3x3 stride 2, then
+  FC 64 (rel) -> FC 10 (linear) -> SoftmaxCE;
+* ``lstm``: a character LSTM, 205 symbols one-hot -> Lstm 512 -> FC 205 (linear)
+  -> SoftmaxCE, 100 time steps, batch 50 (only if ``bs.layers.Lstm`` is installed).
+
+The FLOPs of a step are counted analytically from the matrix products alone:
+``2 * M * N * K`` per GEMM of the forward pass, times 3 for forward plus
+backward (input deltas and weight gradients are one GEMM each). Activations,
+pooling, softmax and the update are not counted. The achieved GFLOP/s are
+compared with NumPy's own float32 GEMM peak, measured in the same run (median
+of square ``np.dot`` of size 2048, before and after the networks; the larger
+is used).
+
+Usage::
+
+    python benchmarks/bench_train_step.py [--out results.json] [--steps 7]
+        [--only mlp,cnn] [--breakdown] [--profile]
+
+Reports, never asserts: the targets of issue #4 are printed next to the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import platform
+import pstats
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import brainstorm as bs
+from brainstorm.handlers.numpy_handler import NumpyHandler
+from brainstorm.initializers import Gaussian
+
+#: Fraction of the GEMM peak each network should reach (issue #4).
+TARGETS = {"mlp": 0.45, "cnn": 0.30, "lstm": 0.55}
+LEARNING_RATE = 1e-3
+BLAS_ENV = (
+    "OPENBLAS_CORETYPE",
+    "OPENBLAS_L2_SIZE",
+    "OPENBLAS_NUM_THREADS",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+)
+
+
+# -- environment and GEMM peak ------------------------------------------------------------------
+
+
+def describe_environment():
+    """Versions, BLAS, the BLAS-related environment variables and threadpoolctl's view."""
+    env = {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "load_average": _load_average(),
+        "env": {name: os.environ.get(name) for name in BLAS_ENV},
+    }
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        env["numpy_blas"] = {k: blas.get(k) for k in ("name", "version", "openblas configuration")}
+    except Exception as err:  # the layout of show_config is not a stable API
+        env["numpy_blas"] = f"unknown ({err})"
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        env["threadpoolctl"] = None
+    else:
+        keys = ("user_api", "internal_api", "version", "num_threads", "architecture")
+        env["threadpoolctl"] = [{k: pool.get(k) for k in keys} for pool in threadpool_info()]
+    return env
+
+
+def _load_average():
+    """The 1-minute load average (other work on the machine skews every number), or None."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def gemm_peak(size=2048, repeats=7):
+    """Median GFLOP/s of a square float32 ``np.dot`` of the given size (after a warm-up)."""
+    rng = np.random.RandomState(0)
+    a = rng.rand(size, size).astype(np.float32)
+    b = rng.rand(size, size).astype(np.float32)
+    out = np.empty((size, size), dtype=np.float32)
+    np.dot(a, b, out=out)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.dot(a, b, out=out)
+        times.append(time.perf_counter() - start)
+    return 2.0 * size**3 / statistics.median(times) / 1e9
+
+
+# -- the networks ---------------------------------------------------------------------------------
+
+
+def _classifier(features, time_steps, batch_size, hidden, num_classes, seed):
+    """Input -> ``hidden`` layers -> SoftmaxCE -> Loss, initialized, with random data."""
+    inp = bs.layers.Input({"default": ("T", "B", *features), "targets": ("T", "B", 1)})
+    out = bs.layers.SoftmaxCE(name="Output")
+    last = inp
+    for layer in hidden:
+        last = last >> layer
+    last >> out
+    inp - "targets" >> "targets" - out - "loss" >> bs.layers.Loss(name="Loss")
+    net = bs.Network.from_layer(out, handler=NumpyHandler(np.float32))
+    net.initialize({"default": Gaussian(0.01)}, seed=seed)
+    rng = np.random.RandomState(seed)
+    shape = (time_steps, batch_size)
+    data = {
+        "default": rng.randn(*shape, *features).astype(np.float32),
+        "targets": rng.randint(0, num_classes, (*shape, 1)).astype(np.float32),
+    }
+    return net, data
+
+
+def build_mlp(dropout=False):
+    fc = bs.layers.FullyConnected
+    layers = [fc(1200, name="Hid1"), fc(1200, name="Hid2"), fc(10, "linear", name="FC")]
+    if dropout:  # as the reference: Dropout 0.2 before Hid1, 0.5 after Hid1 and Hid2
+        drops = [bs.layers.Dropout(p, name=f"Drop{i}") for i, p in enumerate((0.2, 0.5, 0.5))]
+        layers = [layer for pair in zip(drops, layers) for layer in pair]
+    return _classifier((784,), 1, 100, layers, 10, seed=1)
+
+
+def build_cnn():
+    conv, pool = bs.layers.Convolution2D, bs.layers.Pooling2D
+    layers = []
+    for i, filters in enumerate((32, 32, 64), start=1):
+        layers.append(conv(filters, kernel_size=(5, 5), padding=2, name=f"Conv{i}"))
+        layers.append(pool(type="max", kernel_size=(3, 3), stride=(2, 2), name=f"Pool{i}"))
+    layers.append(bs.layers.FullyConnected(64, name="FC"))
+    layers.append(bs.layers.FullyConnected(10, activation="linear", name="Output_projection"))
+    return _classifier((32, 32, 3), 1, 100, layers, 10, seed=2)
+
+
+def build_lstm():
+    layers = [
+        bs.layers.Lstm(512, name="Lstm"),
+        bs.layers.FullyConnected(205, activation="linear", name="Output_projection"),
+    ]
+    net, data = _classifier((205,), 100, 50, layers, 205, seed=3)
+    symbols = data["targets"][..., 0].astype(int)  # one-hot inputs, as OneHot would give
+    data["default"] = np.eye(205, dtype=np.float32)[np.roll(symbols, 1, axis=0)]
+    return net, data
+
+
+def forward_gemm_flops(net, time_steps, batch_size):
+    """FLOPs of the matrix products of one forward pass, by layer (``2 * M * N * K`` each)."""
+    flops = {}
+    rows = time_steps * batch_size
+    for name, layer in net.layers.items():
+        kind = layer.type_name
+        if kind == "FullyConnected":
+            n_in = layer.in_shapes["default"].feature_size
+            n_out = layer.out_shapes["default"].feature_size
+            flops[name] = 2 * rows * n_in * n_out
+        elif kind == "Convolution2D":
+            ho, wo, filters = layer.out_shapes["default"].feature_shape
+            kh, kw = layer.kernel_size
+            channels = layer.in_shapes["default"].feature_shape[-1]
+            flops[name] = 2 * rows * ho * wo * filters * kh * kw * channels
+        elif kind == "Lstm":
+            n_in = layer.in_shapes["default"].feature_size
+            size = layer.out_shapes["default"].feature_size
+            flops[name] = 2 * rows * 4 * size * (n_in + size)
+    return flops
+
+
+# -- timing -----------------------------------------------------------------------------------
+
+
+def train_step(net):
+    net.forward_pass(training_pass=True)
+    net.backward_pass()
+    net.handler.mult_add_st(-LEARNING_RATE, net.buffer.gradients, net.buffer.parameters)
+
+
+def time_steps_of(net, steps, warmup):
+    """Seconds of each of ``steps`` train steps after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        train_step(net)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        train_step(net)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _median_seconds(function, repeats):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def layer_breakdown(net, flops, repeats=5):
+    """Median seconds of each layer's forward and backward pass (run on their own)."""
+    net.forward_pass(training_pass=True)
+    net.backward_pass()
+    rows = []
+    for name, layer in net.layers.items():
+        if name == "Input":
+            continue
+        buffers = net.buffer[name]
+        fwd = _median_seconds(lambda: layer.forward_pass(buffers, True), repeats)  # noqa: B023
+        bwd = _median_seconds(lambda: layer.backward_pass(buffers), repeats)  # noqa: B023
+        rows.append({"layer": name, "type": layer.type_name, "forward_s": fwd, "backward_s": bwd})
+        if name in flops:
+            rows[-1]["gflops_per_s"] = 3 * flops[name] / (fwd + bwd) / 1e9
+    return rows
+
+
+def profile_steps(net, steps, top=18):
+    """cProfile of ``steps`` train steps: the top functions by own time, as text."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(steps):
+        train_step(net)
+    profiler.disable()
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(top)
+    return text.getvalue()
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+BUILDERS = {"mlp": build_mlp, "cnn": build_cnn, "lstm": build_lstm}
+DESCRIPTIONS = {
+    "mlp": "mnist_pi MLP 784-1200-1200-10, batch 100",
+    "cnn": "CIFAR-10 CNN (walkthrough), batch 100, 32x32x3",
+    "lstm": "char LSTM 205-512-205, T=100, batch 50",
+}
+
+
+def run_network(key, args):
+    if key == "lstm" and not hasattr(bs.layers, "Lstm"):
+        print("lstm: skipped, bs.layers.Lstm is not installed")
+        return {"network": key, "skipped": "bs.layers.Lstm is not installed"}
+    if key == "mlp":
+        net, data = build_mlp(dropout=args.mlp_dropout)
+    else:
+        net, data = BUILDERS[key]()
+    time_size, batch_size = data["default"].shape[:2]
+    net.provide_external_data(data)
+    flops = forward_gemm_flops(net, time_size, batch_size)
+    step_flops = 3 * sum(flops.values())
+    times = time_steps_of(net, args.steps, args.warmup)
+    median = statistics.median(times)
+    description = DESCRIPTIONS[key]
+    if key == "mlp":
+        description += ", dropout" if args.mlp_dropout else ", no dropout"
+    result = {
+        "network": key,
+        "description": description,
+        "time_steps": int(time_size),
+        "batch_size": int(batch_size),
+        "gflop_per_step": step_flops / 1e9,
+        "step_seconds": times,
+        "median_seconds": median,
+        "gflops_per_s": step_flops / median / 1e9,
+        "best_gflops_per_s": step_flops / min(times) / 1e9,
+        "target_fraction": TARGETS[key],
+    }
+    if args.breakdown:
+        result["layers"] = layer_breakdown(net, flops)
+    if args.profile:
+        result["profile"] = profile_steps(net, max(2, args.steps // 2))
+    return result
+
+
+def print_report(env, peaks, results):
+    print("Environment")
+    print(f"  Python {env['python']}, NumPy {env['numpy']}, {env['cpu_count']} CPUs")
+    print(f"  NumPy BLAS: {env['numpy_blas']}")
+    for name, value in env["env"].items():
+        print(f"  {name} = {value if value is not None else '(not set)'}")
+    if env["threadpoolctl"] is None:
+        print("  threadpoolctl: not installed (no BLAS kernel report)")
+    for pool in env["threadpoolctl"] or ():
+        print(
+            "  threadpoolctl: {internal_api} {version}, kernel {architecture}, "
+            "{num_threads} threads".format(**pool)
+        )
+    print(
+        f"  load average (1 min): {env['load_average']} at the start, "
+        f"{env['load_average_after']} at the end (other work skews every number)"
+    )
+    print(
+        f"float32 GEMM peak (2048^3 np.dot, median): {peaks['before']:.1f} GFLOP/s before, "
+        f"{peaks['after']:.1f} after the networks; fractions use {peaks['used']:.1f}\n"
+    )
+    header = (
+        f"{'network':<52} {'GFLOP/step':>10} {'ms/step':>8} {'GFLOP/s':>8} "
+        f"{'of peak':>8} {'best':>6} {'target':>7}"
+    )
+    print(header + "\n" + "-" * len(header))
+    for r in results:
+        if "skipped" in r:
+            print(f"{r['network']:<52} skipped: {r['skipped']}")
+            continue
+        fraction, best = r["fraction_of_peak"], r["best_fraction_of_peak"]
+        mark = "met" if fraction >= r["target_fraction"] else "not met"
+        print(
+            f"{r['description']:<52} {r['gflop_per_step']:>10.2f} "
+            f"{1e3 * r['median_seconds']:>8.1f} {r['gflops_per_s']:>8.1f} {fraction:>8.1%} "
+            f"{best:>6.1%} {r['target_fraction']:>6.0%} {mark}"
+        )
+    print("(ms/step and GFLOP/s: median step; best: the fastest step)")
+    for r in results:
+        if "layers" in r:
+            print(f"\nPer-layer time of {r['network']} (each pass run alone, median):")
+            total = sum(row["forward_s"] + row["backward_s"] for row in r["layers"])
+            for row in r["layers"]:
+                both = row["forward_s"] + row["backward_s"]
+                rate = f"{row['gflops_per_s']:7.1f} GFLOP/s" if "gflops_per_s" in row else ""
+                print(
+                    f"  {row['layer']:<18} {row['type']:<15} "
+                    f"fwd {1e3 * row['forward_s']:7.2f} ms  bwd {1e3 * row['backward_s']:7.2f} ms  "
+                    f"{both / total:6.1%}  {rate}"
+                )
+        if "profile" in r:
+            print(f"\ncProfile of {r['network']} train steps (by own time):")
+            print(r["profile"])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", help="write the results as JSON to this file")
+    parser.add_argument("--steps", type=int, default=7, help="timed steps per network")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument("--only", default="mlp,cnn,lstm", help="comma-separated networks")
+    parser.add_argument("--mlp-dropout", action="store_true", help="the reference's Dropouts")
+    parser.add_argument("--breakdown", action="store_true", help="time every layer alone")
+    parser.add_argument("--profile", action="store_true", help="cProfile some steps")
+    args = parser.parse_args(argv)
+    keys = [k.strip() for k in args.only.split(",") if k.strip()]
+    unknown = set(keys) - set(BUILDERS)
+    if unknown:
+        parser.error(f"unknown networks {sorted(unknown)}; choose from {sorted(BUILDERS)}")
+
+    env = describe_environment()
+    before = gemm_peak()
+    results = [run_network(key, args) for key in keys]
+    after = gemm_peak()
+    peaks = {"before": before, "after": after, "used": max(before, after)}
+    env["load_average_after"] = _load_average()
+    for r in results:
+        if "skipped" not in r:
+            r["fraction_of_peak"] = r["gflops_per_s"] / peaks["used"]
+            r["best_fraction_of_peak"] = r["best_gflops_per_s"] / peaks["used"]
+    print_report(env, peaks, results)
+    if args.out:
+        report = {"environment": env, "gemm_peak_gflops": peaks, "results": results}
+        with open(args.out, "w") as f:
+            json.dump(report, f, indent=2)
+        print(f"\nResults written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+// Concatenation along the last axis (merge / split) and the ops that index
+// rows or columns by a column of (float) ids.
+#include "common.cuh"
+
+// out[..., :na] = a and out[..., na:] = b, over (n0 x n1) leading positions.
+extern "C" __global__ void merge_last(int n0, int n1, int na, int nb,
+                                      const float* a, int a0, int a1, int ac,
+                                      const float* b, int b0, int b1, int bc,
+                                      float* out, int o0, int o1, int oc) {
+    int width = na + nb;
+    long long n = (long long)n0 * n1 * width;
+    BS_GRID_LOOP(flat, n) {
+        BsIndex3 i = bs_unravel3(flat, n1, width);
+        float value = i.i2 < na ? a[i.i0 * a0 + i.i1 * a1 + i.i2 * ac]
+                                : b[i.i0 * b0 + i.i1 * b1 + (i.i2 - na) * bc];
+        out[bs_at3(i, o0, o1, oc)] = value;
+    }
+}
+
+// out_a += x[..., :na] and out_b += x[..., na:], over (n0 x n1) leading positions.
+extern "C" __global__ void split_add_last(int n0, int n1, int na, int nb,
+                                          const float* x, int x0, int x1, int xc,
+                                          float* out_a, int a0, int a1, int ac,
+                                          float* out_b, int b0, int b1, int bc) {
+    int width = na + nb;
+    long long n = (long long)n0 * n1 * width;
+    BS_GRID_LOOP(flat, n) {
+        BsIndex3 i = bs_unravel3(flat, n1, width);
+        float value = x[bs_at3(i, x0, x1, xc)];
+        if (i.i2 < na) {
+            out_a[i.i0 * a0 + i.i1 * a1 + i.i2 * ac] += value;
+        } else {
+            out_b[i.i0 * b0 + i.i1 * b1 + (i.i2 - na) * bc] += value;
+        }
+    }
+}
+
+// One-hot rows: out[i, j] = (v[i] == j) for a (rows x k) out.
+extern "C" __global__ void binarize(int rows, int k, const float* v, int v0,
+                                    float* out, int o0, int o1) {
+    long long n = (long long)rows * k;
+    BS_GRID_LOOP(flat, n) {
+        long long i = flat / k, j = flat % k;
+        out[i * o0 + j * o1] = v[i * v0] == (float)j ? 1.0f : 0.0f;
+    }
+}
+
+// out[i] = m[i, int(v[i])] for a (rows x k) m; NaN for an id outside [0, k).
+extern "C" __global__ void index_m_by_v(int rows, int k, const float* m, int m0, int m1,
+                                        const float* v, int v0, float* out, int o0) {
+    BS_GRID_LOOP(i, rows) {
+        int j = (int)v[i * v0];
+        out[i * o0] = (j >= 0 && j < k) ? m[i * m0 + (long long)j * m1] : nanf("");
+    }
+}
+
+// out[i, :] = m[int(v[i]), :] for a (rows x cols) out and an (m_rows x cols) m;
+// a row of NaN for an id outside [0, m_rows).
+extern "C" __global__ void index_rows(int rows, int cols, int m_rows,
+                                      const float* m, int m0, int m1,
+                                      const float* v, int v0, float* out, int o0, int o1) {
+    long long n = (long long)rows * cols;
+    BS_GRID_LOOP(flat, n) {
+        long long i = flat / cols, j = flat % cols;
+        int r = (int)v[i * v0];
+        out[i * o0 + j * o1] = (r >= 0 && r < m_rows) ? m[(long long)r * m0 + j * m1] : nanf("");
+    }
+}
+
+// out[int(v[i]), :] += m[i, :] for a (rows x cols) m and an (out_rows x cols)
+// out; rows with the same id accumulate (atomically); ids outside
+// [0, out_rows) are skipped.
+extern "C" __global__ void scatter_add_rows(int rows, int cols, int out_rows,
+                                            const float* m, int m0, int m1,
+                                            const float* v, int v0, float* out, int o0, int o1) {
+    long long n = (long long)rows * cols;
+    BS_GRID_LOOP(flat, n) {
+        long long i = flat / cols, j = flat % cols;
+        int r = (int)v[i * v0];
+        if (r >= 0 && r < out_rows) atomicAdd(&out[(long long)r * o0 + j * o1], m[i * m0 + j * m1]);
+    }
+}

@@ -1,0 +1,585 @@
+"""The Trainer: runs the training loop, calls the hooks, collects the logs.
+
+It also saves a whole training run to one HDF5 file and continues it later
+with bit-identical results (see :meth:`Trainer.save_run`)::
+
+    trainer = bs.Trainer(bs.training.MomentumStepper(learning_rate=0.1, momentum=0.9))
+    trainer.add_hook(bs.hooks.StopAfterEpoch(50))
+    trainer.save_run_every('run.hdf5')             # after every epoch
+    trainer.train(net, train_iter, valid=valid_iter)
+
+    # later, in a fresh process, after the same set-up of the data iterators:
+    trainer, net = bs.Trainer.load_run('run.hdf5')
+    trainer.train(net, train_iter, valid=valid_iter)   # continues with the next epoch
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections import OrderedDict
+
+import numpy as np
+
+from brainstorm.describable import Describable, create_from_description, get_description
+from brainstorm.scorers import aggregate_losses_and_scores, gather_losses_and_scores
+from brainstorm.training.utils import check_data_names, read_logs, run_network, write_logs
+
+__all__ = ["Trainer", "RUN_FORMAT"]
+
+#: The ``format`` attribute of a training-run file written by :meth:`Trainer.save_run`.
+RUN_FORMAT = "Training run v1.0"
+
+_TRAINING_ITER = "training_data_iter"
+
+
+def _print(text=""):
+    from tqdm import tqdm
+
+    tqdm.write(text, file=sys.stdout)
+
+
+def _format_value(value):
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):.6g}"
+    return str(value)
+
+
+def _plain(value):
+    """NumPy scalars to Python numbers, so that logs are clean lists of numbers."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray) and value.shape == ():
+        return value.item()
+    return value
+
+
+class Trainer(Describable):
+    """Trains a network with a stepper, calling hooks and collecting their logs.
+
+    Args:
+        stepper (brainstorm.training.steppers.TrainingStepper): the optimizer.
+        verbose (bool): print the logs of the hooks. Defaults to True.
+
+    Attributes:
+        stepper: the stepper.
+        verbose (bool): print logs.
+        hooks (OrderedDict[str, brainstorm.hooks.Hook]): name -> hook, in the
+            order they are called.
+        train_scorers (list[brainstorm.scorers.Scorer]): scores computed on the
+            training batches; logged with the training losses after every
+            epoch under ``'rolling_training'``.
+        current_epoch_nr (int): epochs done (the current one while training).
+        current_update_nr (int): updates done.
+        logs (dict): everything the hooks logged: nested dicts with lists of
+            values, e.g. ``trainer.logs['validation']['Accuracy']``.
+        results (dict): what the hooks logged during :meth:`evaluate`.
+        run_file (str | None): where :meth:`train` saves the run (see
+            :meth:`save_run_every`).
+        run_file_interval (int): epochs between those saves.
+
+    A trainer's description holds the stepper, the hooks and the scorers, but
+    neither the counters, logs nor any data iterator (or data).
+    """
+
+    __undescribed__ = {
+        "current_epoch_nr": 0,
+        "current_update_nr": 0,
+        "logs": {},
+        "results": {},
+        "_net": None,
+        "_named_data_iters": None,
+        "_pending_restore": None,
+    }
+    __default_values__ = {"run_file": None, "run_file_interval": 1}
+
+    def __init__(self, stepper, verbose=True):
+        self.stepper = stepper
+        self.verbose = verbose
+        self.hooks = OrderedDict()
+        self.train_scorers = []
+        self.run_file = None
+        self.run_file_interval = 1
+        self.current_epoch_nr = 0
+        self.current_update_nr = 0
+        self.logs = {}
+        self.results = {}
+        self._net = None
+        self._named_data_iters = None
+        self._pending_restore = None
+
+    def __init_from_description__(self, description):
+        hooks = sorted(getattr(self, "hooks", {}).values(), key=lambda hook: hook.priority)
+        self.hooks = OrderedDict((hook.__name__, hook) for hook in hooks)
+        self.train_scorers = list(getattr(self, "train_scorers", None) or [])
+        self.verbose = getattr(self, "verbose", True)
+        self.run_file = getattr(self, "run_file", None)
+        self.run_file_interval = getattr(self, "run_file_interval", 1)
+
+    # ------------------------------------------------------------------ hooks
+
+    def add_hook(self, hook):
+        """Add a hook; hooks are called in the order they were added.
+
+        Hooks that rely on logs of other hooks (``SaveBestNetwork``,
+        ``EarlyStopper``) must be added after the hook that logs the value.
+
+        Args:
+            hook (brainstorm.hooks.Hook): the hook.
+
+        Raises:
+            ValueError: if a hook with the same name was added before.
+        """
+        name = hook.__name__
+        if name in self.hooks:
+            raise ValueError(
+                f"A hook named {name!r} was already added; give one of them another name (name=...)"
+            )
+        priorities = [h.priority for h in self.hooks.values()]
+        hook.priority = max(priorities) + 1 if priorities else 0
+        self.hooks[name] = hook
+
+    def _start_hooks(self, net, named_data_iters):
+        for hook in self.hooks.values():
+            hook.start(net, self.stepper, self.verbose, named_data_iters)
+
+    def _end_hooks(self):
+        for hook in self.hooks.values():
+            end = getattr(hook, "end", None)
+            if end is not None:
+                end()
+
+    def _emit_hooks(self, net, timescale, logs=None):
+        """Call the hooks of ``timescale`` that are due; True if one asked to stop."""
+        logs = self.logs if logs is None else logs
+        count = self.current_epoch_nr if timescale == "epoch" else self.current_update_nr
+        should_stop = False
+        for name, hook in self.hooks.items():
+            if hook.timescale != timescale or count % hook.interval != 0:
+                continue
+            try:
+                result = hook(
+                    epoch_nr=self.current_epoch_nr,
+                    update_nr=self.current_update_nr,
+                    net=net,
+                    stepper=self.stepper,
+                    logs=self.logs,
+                )
+            except StopIteration as stop:
+                if stop.args and (self.verbose if hook.verbose is None else hook.verbose):
+                    _print(f"{name} >> {stop.args[0]}")
+                should_stop = True
+                continue
+            if result is not None:
+                self._add_log(name, result, hook.verbose, logs)
+        sys.stdout.flush()
+        return should_stop
+
+    def _add_log(self, name, value, verbose=None, logs=None, indent=0):
+        verbose = self.verbose if verbose is None else verbose
+        logs = self.logs if logs is None else logs
+        if isinstance(value, dict):
+            if verbose:
+                _print(" " * indent + name)
+            group = logs.setdefault(name, {})
+            for key, item in value.items():
+                self._add_log(key, item, verbose, group, indent + 2)
+        elif value is not None:
+            value = _plain(value)
+            if verbose:
+                _print(" " * indent + f"{name:<{max(1, 30 - indent)}}: {_format_value(value)}")
+            logs.setdefault(name, []).append(value)
+
+    # ------------------------------------------------------------------ training
+
+    def _print_header(self, text):
+        if self.verbose:
+            _print()
+            _print(f"{'-' * 20} {text} {'-' * 20}")
+
+    def train(self, net, training_data_iter, **named_data_iters):
+        """Train a network.
+
+        Calls every hook's ``start``, then all hooks once at count 0 (so
+        monitors log the state before training; skipped when continuing a
+        restored run), then runs epochs until a hook stops the training. In
+        each epoch, for every batch: stepper step (forward, backward, update),
+        training losses and ``train_scorers`` gathered, weight modifiers
+        applied, ``'update'`` hooks called; after the epoch the aggregated
+        training losses and scores are logged as ``'rolling_training'`` and the
+        ``'epoch'`` hooks are called. A stop requested by an update hook ends
+        the epoch early (its epoch hooks still run).
+
+        Args:
+            net (brainstorm.structure.network.Network): the network to train.
+            training_data_iter (brainstorm.data_iterators.DataIterator): the
+                training data; its data names must equal the network's inputs.
+            **named_data_iters: further data iterators, used by hooks by name
+                (e.g. ``valid_getter=...`` for ``MonitorScores('valid_getter', ...)``).
+
+        Raises:
+            KeyError: if the names of the training data do not match the
+                network's inputs (the message names both sets).
+        """
+        check_data_names(net, training_data_iter, _TRAINING_ITER)
+        if _TRAINING_ITER in named_data_iters:
+            raise ValueError(f"{_TRAINING_ITER!r} is reserved for the training data iterator")
+        named_data_iters = dict(named_data_iters)
+        named_data_iters[_TRAINING_ITER] = training_data_iter
+        self._net, self._named_data_iters = net, named_data_iters
+        resuming = self._pending_restore is not None
+        if not resuming:
+            self._print_header("Before Training")
+        self.stepper.start(net)
+        if resuming:
+            self._apply_pending_restore(net, named_data_iters)
+        try:
+            self._start_hooks(net, named_data_iters)
+            if not resuming:
+                self._emit_hooks(net, "update")
+                if self._emit_hooks(net, "epoch"):
+                    self._maybe_save_run(stopped=True)
+                    return
+            self._train_epochs(net, training_data_iter)
+        finally:
+            self._end_hooks()
+
+    def _train_epochs(self, net, training_data_iter):
+        while True:
+            self.current_epoch_nr += 1
+            self.stepper.start_epoch()
+            self._print_header(f"Epoch {self.current_epoch_nr}")
+            scores = {}
+            stop = False
+            for _ in run_network(net, training_data_iter(handler=net.handler)):
+                self.current_update_nr += 1
+                self.stepper.run()
+                gather_losses_and_scores(net, self.train_scorers, scores)
+                net.apply_weight_modifiers()
+                if self._emit_hooks(net, "update"):
+                    stop = True
+                    break
+            if scores:
+                rolling = aggregate_losses_and_scores(scores, net, self.train_scorers)
+                self._add_log("rolling_training", rolling)
+            stop = self._emit_hooks(net, "epoch") or stop
+            self._maybe_save_run(stopped=stop)
+            if stop:
+                return
+
+    def evaluate(self, net, **named_data_iters):
+        """Call every hook once on ``net`` (no training) and return what they logged.
+
+        Useful to run the monitors on other data, e.g. a test set:
+        ``trainer.evaluate(net, valid_getter=test_iter)``.
+
+        Args:
+            net (brainstorm.structure.network.Network): the network.
+            **named_data_iters: data iterators by the names the hooks use.
+
+        Returns:
+            dict: the logs of this evaluation (also kept in ``self.results``).
+        """
+        self.results = {}
+        try:
+            self._start_hooks(net, dict(named_data_iters))
+            self._emit_hooks(net, "update", self.results)
+            self._emit_hooks(net, "epoch", self.results)
+        finally:
+            self._end_hooks()
+        return self.results
+
+    # ------------------------------------------------------------ saving a run
+
+    def save_run_every(self, filename, interval=1):
+        """Save the training run to ``filename`` during :meth:`train`.
+
+        The run is saved after every ``interval`` epochs (once all hooks of
+        that epoch ran) and when training stops. Pass ``None`` to stop saving.
+
+        Args:
+            filename (str | os.PathLike | None): the run file.
+            interval (int): epochs between saves. Defaults to 1.
+        """
+        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+            raise ValueError(f"interval must be a positive int, got {interval!r}")
+        self.run_file = None if filename is None else os.fspath(filename)
+        self.run_file_interval = interval
+
+    def _maybe_save_run(self, stopped):
+        if self.run_file is None:
+            return
+        if stopped or self.current_epoch_nr % self.run_file_interval == 0:
+            self.save_run(self.run_file)
+
+    def save_run(self, filename):
+        """Save the whole training run to one HDF5 file (atomically).
+
+        The file holds everything needed to continue the run exactly: the
+        trainer's description (stepper settings, hooks, scorers), the network
+        (description, parameters, states), the stepper's state (e.g.
+        velocities), the counters, the logs and the random states of the
+        network, of its handler and of every data iterator of the last
+        :meth:`train` call (but not their data). No pickle is used.
+
+        Call it during training (``save_run_every``, or from a hook) or after
+        :meth:`train` returned. A run saved at the end of an epoch continues
+        with the next epoch.
+
+        Args:
+            filename (str | os.PathLike): the file to write.
+
+        Raises:
+            RuntimeError: if :meth:`train` was never called.
+        """
+        from brainstorm.structure.network_file import atomic_write_hdf5
+        from brainstorm.utils import get_brainstorm_info
+
+        if self._net is None:
+            raise RuntimeError("save_run needs a network: call train() first")
+        net = self._net
+        trainer_description = get_description(self)
+        net_description = get_description(net)
+        params = net.handler.get_numpy_copy(net.buffer.parameters)
+        states = net.handler.get_numpy_copy(net.buffer.states)
+        stepper_state = self.stepper.get_state()
+        handler_state = _get_rnd_state(net.handler, "rnd")
+        iterator_states = {
+            name: _iterator_rnd_states(it) for name, it in self._named_data_iters.items()
+        }
+
+        def write(f):
+            f.attrs["info"] = get_brainstorm_info()
+            f.attrs["format"] = RUN_FORMAT.encode()
+            f.attrs["current_epoch_nr"] = self.current_epoch_nr
+            f.attrs["current_update_nr"] = self.current_update_nr
+            f["trainer"] = json.dumps(trainer_description).encode()
+            g = f.create_group("network")
+            g["description"] = json.dumps(net_description).encode()
+            g.create_dataset("parameters", data=params)
+            g.create_dataset("states", data=states)
+            g = f.create_group("stepper")
+            for name, value in stepper_state.items():
+                g.create_dataset(name, data=np.asarray(value))
+            write_logs(f.create_group("logs"), self.logs)
+            g = f.create_group("random_states")
+            _write_rnd_state(g, "network", net.rnd.get_state())
+            if handler_state is not None:
+                _write_rnd_state(g, "handler", handler_state)
+            its = g.create_group("iterators")
+            for name, chain in iterator_states.items():
+                chain_group = its.create_group(name)
+                for depth, state in enumerate(chain):
+                    if state is not None:
+                        _write_rnd_state(chain_group, str(depth), state)
+                chain_group.attrs["depth"] = len(chain)
+
+        atomic_write_hdf5(filename, write)
+
+    @classmethod
+    def load_run(cls, filename):
+        """Rebuild a trainer and its network from a file written by :meth:`save_run`.
+
+        Continue training with ``trainer.train(net, train_iter, **named_iters)``,
+        passing data iterators created as in the original run; their random
+        states are restored from the file at that call. Hooks that hold
+        objects that cannot be described (``InfoUpdater``'s run) need them set
+        again.
+
+        Args:
+            filename (str | os.PathLike): the run file.
+
+        Returns:
+            tuple[Trainer, brainstorm.structure.network.Network]: the trainer
+            and the network, as they were when the run was saved.
+
+        Raises:
+            ValueError: if the file is not a training-run file.
+        """
+        with _open_run_file(filename) as f:
+            trainer = create_from_description(json.loads(_text(f["trainer"][()])))
+            if not isinstance(trainer, Trainer):
+                raise ValueError(f"{filename}: the stored trainer is not a Trainer")
+            net = create_from_description(json.loads(_text(f["network/description"][()])))
+        trainer.restore_run(filename, net)
+        return trainer, net
+
+    def restore_run(self, filename, net):
+        """Continue a saved run with this trainer and an identically built network.
+
+        Overwrites the network's parameters, states and random states, this
+        trainer's counters and logs, and the stepper's settings (which hooks
+        such as ``ModifyStepperAttribute`` may have changed); the stepper's
+        state and the data iterators' random states are applied at the next
+        :meth:`train` call, which then continues the run (without the round of
+        hook calls before training). This trainer's hooks and scorers are kept.
+
+        Args:
+            filename (str | os.PathLike): a file written by :meth:`save_run`.
+            net (brainstorm.structure.network.Network): a network with the
+                architecture of the saved one.
+
+        Raises:
+            ValueError: if the file is not a training-run file, or does not fit
+                the network or the stepper's type.
+        """
+        with _open_run_file(filename) as f:
+            stored_stepper = json.loads(_text(f["trainer"][()])).get("stepper", {})
+            stored = json.loads(_text(f["network/description"][()]))
+            if stored.get("architecture") != json.loads(json.dumps(net.architecture)):
+                raise ValueError(f"{filename}: the saved network has a different architecture")
+            params = np.asarray(f["network/parameters"][()])
+            states = np.asarray(f["network/states"][()])
+            stepper_state = {name: np.asarray(d[()]) for name, d in f["stepper"].items()}
+            logs = read_logs(f["logs"])
+            epoch_nr = int(f.attrs["current_epoch_nr"])
+            update_nr = int(f.attrs["current_update_nr"])
+            rnd = f["random_states"]
+            network_state = _read_rnd_state(rnd["network"])
+            handler_state = _read_rnd_state(rnd["handler"]) if "handler" in rnd else None
+            iterator_states = {}
+            for name, chain_group in rnd["iterators"].items():
+                depth = int(chain_group.attrs["depth"])
+                iterator_states[name] = [
+                    _read_rnd_state(chain_group[str(i)]) if str(i) in chain_group else None
+                    for i in range(depth)
+                ]
+        for what, values, target in (
+            ("parameters", params, net.buffer.parameters),
+            ("states", states, net.buffer.states),
+        ):
+            if values.shape != tuple(target.shape):
+                raise ValueError(
+                    f"{filename}: saved {what} have shape {values.shape}, the network's "
+                    f"{tuple(target.shape)}"
+                )
+            net.handler.set_from_numpy(target, values)
+        if stored_stepper.get("@type") != type(self.stepper).__name__:
+            raise ValueError(
+                f"{filename}: the run was trained with {stored_stepper.get('@type')}, this "
+                f"trainer has {type(self.stepper).__name__}"
+            )
+        for key, value in stored_stepper.items():
+            if key != "@type":  # settings changed during training, e.g. the learning rate
+                setattr(self.stepper, key, create_from_description(value))
+        net.rnd.set_state(network_state)
+        if handler_state is not None:
+            _set_rnd_state(net.handler, handler_state, filename)
+        self.logs = logs
+        self.current_epoch_nr = epoch_nr
+        self.current_update_nr = update_nr
+        self._pending_restore = {"stepper": stepper_state, "iterators": iterator_states}
+
+    def _apply_pending_restore(self, net, named_data_iters):
+        pending, self._pending_restore = self._pending_restore, None
+        self.stepper.set_state(pending["stepper"])
+        saved = pending["iterators"]
+        if set(saved) != set(named_data_iters):
+            raise ValueError(
+                f"The saved run used the data iterators {sorted(saved)}, but train() was "
+                f"given {sorted(named_data_iters)}; pass the same names to continue it"
+            )
+        for name, states in saved.items():
+            chain = _iterator_chain(named_data_iters[name])
+            if len(chain) != len(states):
+                raise ValueError(
+                    f"Data iterator {name!r} wraps {len(chain)} iterators, the saved one "
+                    f"{len(states)}; create it as in the saved run"
+                )
+            for it, state in zip(chain, states):
+                rnd = getattr(it, "rnd", None)
+                if state is not None and rnd is not None:
+                    rnd.set_state(state)
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _text(value):
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+class _open_run_file:
+    def __init__(self, filename):
+        import h5py
+
+        filename = os.fspath(filename)
+        if not os.path.exists(filename):
+            raise FileNotFoundError(f"No such training-run file: {filename}")
+        try:
+            self.f = h5py.File(filename, "r")
+        except OSError as err:
+            raise ValueError(f"{filename} is not a readable HDF5 file: {err}") from None
+        fmt = _text(self.f.attrs.get("format", b""))
+        if not fmt.startswith("Training run v"):
+            self.f.close()
+            raise ValueError(
+                f"{filename} is not a brainstorm training-run file (format {fmt!r}, "
+                f"expected {RUN_FORMAT!r})"
+            )
+        if not fmt.startswith("Training run v1."):
+            self.f.close()
+            raise ValueError(f"{filename} was written in a newer format ({fmt!r})")
+
+    def __enter__(self):
+        return self.f
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+def _iterator_chain(data_iter):
+    """The iterator and, recursively, the iterators it wraps."""
+    chain = []
+    while data_iter is not None and data_iter not in chain:
+        chain.append(data_iter)
+        data_iter = getattr(data_iter, "iter", None)
+    return chain
+
+
+def _iterator_rnd_states(data_iter):
+    return [_get_rnd_state(it, "rnd") for it in _iterator_chain(data_iter)]
+
+
+def _get_rnd_state(obj, attr):
+    rnd = getattr(obj, attr, None)
+    if rnd is None or not hasattr(rnd, "get_state"):
+        return None
+    state = rnd.get_state()
+    if not (isinstance(state, tuple) and len(state) == 5 and state[0] == "MT19937"):
+        return None
+    return state
+
+
+def _write_rnd_state(group, name, state):
+    kind, keys, pos, has_gauss, cached = state
+    dataset = group.create_dataset(name, data=np.asarray(keys, dtype=np.uint32))
+    dataset.attrs["kind"] = kind
+    dataset.attrs["pos"] = int(pos)
+    dataset.attrs["has_gauss"] = int(has_gauss)
+    dataset.attrs["cached_gaussian"] = float(cached)
+
+
+def _read_rnd_state(dataset):
+    return (
+        _text(dataset.attrs["kind"]),
+        np.asarray(dataset[()], dtype=np.uint32),
+        int(dataset.attrs["pos"]),
+        int(dataset.attrs["has_gauss"]),
+        float(dataset.attrs["cached_gaussian"]),
+    )
+
+
+def _set_rnd_state(handler, state, filename):
+    rnd = getattr(handler, "rnd", None)
+    if rnd is None or not hasattr(rnd, "set_state"):
+        import warnings
+
+        warnings.warn(
+            f"{filename}: cannot restore the random state of {type(handler).__name__}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return
+    rnd.set_state(state)

@@ -1,0 +1,168 @@
+"""Saving a training run and continuing it gives exactly the uninterrupted result."""
+
+import h5py
+import numpy as np
+import pytest
+from training_test_helpers import float64_net, make_data
+
+import brainstorm as bs
+from brainstorm import hooks
+from brainstorm.data_iterators import AddGaussianNoise, Minibatches
+from brainstorm.training import MomentumStepper, Trainer
+
+EPOCHS = 4
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashingMinibatches(Minibatches):
+    """Minibatches that raise in the middle of a given epoch (a simulated crash)."""
+
+    def __init__(self, crash_epoch, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.crash_epoch = crash_epoch
+        self.epochs_started = 0
+
+    def __call__(self, handler=None):
+        self.epochs_started += 1
+        for i, batch in enumerate(super().__call__(handler)):
+            if self.epochs_started == self.crash_epoch and i == 1:
+                raise Crash()
+            yield batch
+
+
+def setup(crash_epoch=None, seed=42):
+    """The same script every time: seed, data iterators, network, trainer."""
+    bs.global_rnd.set_seed(seed)
+    x, t = make_data(24, seed=5)
+    xv, tv = make_data(10, seed=6)
+    if crash_epoch is None:
+        inner = Minibatches(5, default=x, targets=t)
+    else:
+        inner = CrashingMinibatches(crash_epoch, 5, default=x, targets=t)
+    train = AddGaussianNoise(inner, {"default": 0.1})  # a wrapper with its own random state
+    valid = Minibatches(4, default=xv, targets=tv)  # shuffled: uses its random state too
+    net = float64_net(dropout=0.3)  # dropout masks come from the handler's random state
+    net.set_weight_modifiers({"Hid": {"W": bs.value_modifiers.ConstrainL2Norm(1.5)}})
+    trainer = Trainer(MomentumStepper(learning_rate=0.2, momentum=0.9), verbose=False)
+    trainer.train_scorers = [bs.scorers.Accuracy()]
+    trainer.add_hook(hooks.MonitorScores("valid", [bs.scorers.Accuracy()], name="validation"))
+    trainer.add_hook(hooks.ModifyStepperAttribute(bs.training.Exponential(0.2, 0.8)))
+    trainer.add_hook(hooks.StopAfterEpoch(EPOCHS))
+    return trainer, net, train, valid
+
+
+def uninterrupted():
+    trainer, net, train, valid = setup()
+    trainer.train(net, train, valid=valid)
+    return trainer, net
+
+
+def test_a_crashed_run_continued_from_its_file_is_bit_identical(tmp_path):
+    run_file = tmp_path / "run.hdf5"
+    reference, reference_net = uninterrupted()
+
+    trainer, net, train, valid = setup(crash_epoch=3)
+    trainer.save_run_every(run_file)
+    with pytest.raises(Crash):
+        trainer.train(net, train, valid=valid)
+    assert trainer.current_epoch_nr == 3  # crashed in epoch 3; the file holds epoch 2
+
+    # a fresh "process": same script, then load the run and continue it
+    _, _, train, valid = setup()
+    del trainer, net
+    trainer, net = Trainer.load_run(run_file)
+    assert trainer.current_epoch_nr == 2
+    assert trainer.stepper.learning_rate == pytest.approx(0.2 * 0.8**2)
+    trainer.verbose = False
+    trainer.train(net, train, valid=valid)
+
+    assert trainer.current_epoch_nr == EPOCHS
+    assert trainer.current_update_nr == reference.current_update_nr
+    assert np.array_equal(net.get("parameters"), reference_net.get("parameters"))
+    assert trainer.logs == reference.logs
+    assert trainer.stepper.learning_rate == reference.stepper.learning_rate
+    # the run was saved again when it stopped
+    with h5py.File(run_file, "r") as f:
+        assert f.attrs["current_epoch_nr"] == EPOCHS
+
+
+def test_restore_run_into_a_trainer_built_by_the_script(tmp_path):
+    run_file = tmp_path / "run.hdf5"
+    reference, reference_net = uninterrupted()
+
+    trainer, net, train, valid = setup()
+    trainer.hooks["StopAfterEpoch"].max_epochs = 2
+    trainer.train(net, train, valid=valid)
+    trainer.save_run(run_file)
+
+    trainer, net, train, valid = setup()
+    trainer.restore_run(run_file, net)
+    trainer.train(net, train, valid=valid)
+    assert np.array_equal(net.get("parameters"), reference_net.get("parameters"))
+    assert trainer.logs == reference.logs
+
+
+def test_without_restoring_the_random_states_the_run_differs(tmp_path):
+    """The check above is sharp: the random states matter in this set-up."""
+    run_file = tmp_path / "run.hdf5"
+    reference, reference_net = uninterrupted()
+    trainer, net, train, valid = setup()
+    trainer.hooks["StopAfterEpoch"].max_epochs = 2
+    trainer.train(net, train, valid=valid)
+    trainer.save_run(run_file)
+    trainer, net, train, valid = setup()
+    trainer.restore_run(run_file, net)
+    net.handler.rnd.seed(0)  # a different dropout mask sequence
+    trainer.train(net, train, valid=valid)
+    assert not np.array_equal(net.get("parameters"), reference_net.get("parameters"))
+
+
+def test_the_run_file_holds_everything_and_no_pickle(tmp_path):
+    run_file = tmp_path / "run.hdf5"
+    trainer, net, train, valid = setup()
+    trainer.hooks["StopAfterEpoch"].max_epochs = 1
+    trainer.train(net, train, valid=valid)
+    trainer.save_run(run_file)
+    with h5py.File(run_file, "r") as f:
+        fmt = f.attrs["format"]
+        assert (fmt.decode() if isinstance(fmt, bytes) else fmt) == "Training run v1.0"
+        assert set(f) == {"trainer", "network", "stepper", "logs", "random_states"}
+        assert set(f["network"]) == {"description", "parameters", "states"}
+        assert set(f["stepper"]) == {"velocity"}
+        assert set(f["random_states"]) == {"network", "handler", "iterators"}
+        assert set(f["random_states/iterators"]) == {"training_data_iter", "valid"}
+        assert f["random_states/iterators/training_data_iter"].attrs["depth"] == 2
+        assert f["logs/validation/Accuracy"].shape == (2,)
+        for name in ("trainer", "network/description"):
+            assert f[name][()].startswith(b"{")  # JSON
+
+
+def test_restore_checks_the_file_and_the_network(tmp_path):
+    trainer, net, train, valid = setup()
+    with pytest.raises(RuntimeError, match="train"):
+        trainer.save_run(tmp_path / "x.hdf5")
+    net.save_as_hdf5(tmp_path / "net.hdf5")
+    with pytest.raises(ValueError, match="not a brainstorm training-run file"):
+        Trainer.load_run(tmp_path / "net.hdf5")
+    with pytest.raises(FileNotFoundError):
+        Trainer.load_run(tmp_path / "missing.hdf5")
+
+    trainer.hooks["StopAfterEpoch"].max_epochs = 1
+    trainer.train(net, train, valid=valid)
+    trainer.save_run(tmp_path / "run.hdf5")
+    other = bs.Network.from_layer(
+        bs.layers.Input({"default": ("T", "B", 4), "targets": ("T", "B", 1)}) - "default"
+        >> bs.layers.FullyConnected(2, name="Other")
+    )
+    with pytest.raises(ValueError, match="architecture"):
+        trainer.restore_run(tmp_path / "run.hdf5", other)
+
+    with pytest.raises(ValueError, match="MomentumStepper"):
+        Trainer(bs.training.SgdStepper()).restore_run(tmp_path / "run.hdf5", net)
+
+    trainer.restore_run(tmp_path / "run.hdf5", net)
+    with pytest.raises(ValueError, match="valid"):
+        trainer.train(net, train, validation=valid)
