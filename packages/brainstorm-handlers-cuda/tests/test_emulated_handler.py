@@ -20,6 +20,7 @@ import brainstorm as bs
 from brainstorm.handlers.cuda import _kernels
 from brainstorm.handlers.numpy_handler import NumpyHandler
 from brainstorm.testing.handler_conformance import CONFORMANCE_CASES, check_op
+from brainstorm.testing.handler_conformance import POOL_CONFIGS as CONFORMANCE_POOL_CONFIGS
 
 RTOL = ATOL = 2e-5
 
@@ -429,15 +430,10 @@ def test_convolution_is_batched(emulated):
     assert device.launches["im2col_nhwc"] == 1 and device.gemms - gemms == 1
 
 
-#: (N, H, W, C, window, padding, stride): windows larger than the stride,
-#: windows of padding only, stride 3, 1x1
+#: (N, H, W, C, window, padding, stride): those of the conformance suite (windows
+#: larger than the stride, windows of padding only, stride 3, 1x1) and two more
 POOL_CONFIGS = [
-    (2, 6, 5, 3, (2, 2), 0, (2, 2)),
-    (2, 7, 6, 2, (3, 3), 1, (2, 2)),
-    (1, 5, 7, 3, (3, 2), 1, (1, 2)),
-    (2, 4, 5, 2, (1, 1), 0, (1, 1)),
-    (1, 3, 4, 2, (2, 2), 2, (1, 1)),
-    (2, 5, 5, 1, (4, 4), 1, (3, 3)),
+    *CONFORMANCE_POOL_CONFIGS,
     (3, 9, 8, 4, (3, 3), 1, (1, 1)),
     (1, 10, 3, 5, (5, 2), 2, (2, 1)),
 ]

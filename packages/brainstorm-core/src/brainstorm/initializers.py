@@ -145,7 +145,29 @@ def _resolve_scale(scale, table, cls_name):
     return scale
 
 
-class DenseSqrtFanIn(Initializer):
+class _DenseSqrt(Initializer):
+    """Common part of the ``DenseSqrt*`` initializers: uniform in
+    ``[-scale/sqrt(n), scale/sqrt(n)]``, with ``n`` from :meth:`_fan` and named
+    scales from ``_scales``."""
+
+    __default_values__ = {"scale": "rel"}
+    _scales = {}
+
+    def __init__(self, scale="rel"):
+        super().__init__()
+        _resolve_scale(scale, self._scales, type(self).__name__)
+        self.scale = scale
+
+    def _fan(self, shape):
+        raise NotImplementedError
+
+    def __call__(self, shape):
+        self._require_at_least_2d(shape)
+        scale = _resolve_scale(self.scale, self._scales, type(self).__name__)
+        return scale * self.rnd.uniform(-1.0, 1.0, size=shape) / np.sqrt(self._fan(shape))
+
+
+class DenseSqrtFanIn(_DenseSqrt):
     """Uniform in ``[-scale/sqrt(n), scale/sqrt(n)]``, n = number of inputs per unit.
 
     ``n`` is the product of all but the first dimension. Named scales, suited to
@@ -157,21 +179,13 @@ class DenseSqrtFanIn(Initializer):
         scale (float | str): the scaling factor or its name. Defaults to ``'rel'``.
     """
 
-    __default_values__ = {"scale": "rel"}
+    _scales = _DENSE_FAN_IN_SCALES
 
-    def __init__(self, scale="rel"):
-        super().__init__()
-        _resolve_scale(scale, _DENSE_FAN_IN_SCALES, "DenseSqrtFanIn")
-        self.scale = scale
-
-    def __call__(self, shape):
-        self._require_at_least_2d(shape)
-        scale = _resolve_scale(self.scale, _DENSE_FAN_IN_SCALES, "DenseSqrtFanIn")
-        fan_in = np.prod(shape[1:])
-        return scale * self.rnd.uniform(-1.0, 1.0, size=shape) / np.sqrt(fan_in)
+    def _fan(self, shape):
+        return np.prod(shape[1:])
 
 
-class DenseSqrtFanInOut(Initializer):
+class DenseSqrtFanInOut(_DenseSqrt):
     """Uniform in ``[-scale/sqrt(n1+n2), scale/sqrt(n1+n2)]`` (Glorot & Bengio 2010).
 
     ``n1`` is the number of units (first dimension), ``n2`` the number of inputs
@@ -182,18 +196,10 @@ class DenseSqrtFanInOut(Initializer):
         scale (float | str): the scaling factor or its name. Defaults to ``'rel'``.
     """
 
-    __default_values__ = {"scale": "rel"}
+    _scales = _DENSE_FAN_IN_OUT_SCALES
 
-    def __init__(self, scale="rel"):
-        super().__init__()
-        _resolve_scale(scale, _DENSE_FAN_IN_OUT_SCALES, "DenseSqrtFanInOut")
-        self.scale = scale
-
-    def __call__(self, shape):
-        self._require_at_least_2d(shape)
-        scale = _resolve_scale(self.scale, _DENSE_FAN_IN_OUT_SCALES, "DenseSqrtFanInOut")
-        n1, n2 = shape[0], np.prod(shape[1:])
-        return scale * self.rnd.uniform(-1.0, 1.0, size=shape) / np.sqrt(n1 + n2)
+    def _fan(self, shape):
+        return shape[0] + np.prod(shape[1:])
 
 
 class EchoState(Initializer):
@@ -400,7 +406,41 @@ def _random_k_of_n_mask(rnd, rows, cols, k):
     return mask
 
 
-class SparseInputs(Initializer):
+class _SparseConnections(Initializer):
+    """Common part of :class:`SparseInputs` and :class:`SparseOutputs`.
+
+    Keeps ``connections`` randomly chosen values of ``sub_initializer`` in every
+    row (``_per_input`` False) or every column (True) and sets the rest to 0.
+    """
+
+    __default_values__ = {"connections": 15}
+    _per_input = False
+
+    def __init__(self, sub_initializer, connections=15):
+        super().__init__()
+        self.sub_initializer = sub_initializer
+        self.connections = connections
+
+    def __call__(self, shape):
+        self._require_at_least_2d(shape)
+        units, inputs = shape[0], int(np.prod(shape[1:]))
+        # each of the mask's rows keeps `connections` of its columns
+        if self._per_input:
+            rows, cols, row_name, col_name = inputs, units, "input", "units"
+        else:
+            rows, cols, row_name, col_name = units, inputs, "unit", "inputs"
+        if cols < self.connections:
+            self._fail(
+                f"cannot connect each {row_name} to {self.connections} {col_name} when there "
+                f"are only {cols}",
+                shape,
+            )
+        values = evaluate_initializer(self.sub_initializer, shape, seed=self.rnd.generate_seed())
+        mask = _random_k_of_n_mask(self.rnd, rows, cols, self.connections)
+        return values * (mask.T if self._per_input else mask).reshape(shape)
+
+
+class SparseInputs(_SparseConnections):
     """Every unit gets only ``connections`` non-zero incoming weights.
 
     With weights laid out as ``(units, inputs...)`` every row (every unit) keeps
@@ -415,28 +455,8 @@ class SparseInputs(Initializer):
         >>> net.initialize(FullyConnected=SparseInputs(Gaussian(), connections=10))
     """
 
-    __default_values__ = {"connections": 15}
 
-    def __init__(self, sub_initializer, connections=15):
-        super().__init__()
-        self.sub_initializer = sub_initializer
-        self.connections = connections
-
-    def __call__(self, shape):
-        self._require_at_least_2d(shape)
-        units, inputs = shape[0], int(np.prod(shape[1:]))
-        if inputs < self.connections:
-            self._fail(
-                f"cannot connect each unit to {self.connections} inputs when there "
-                f"are only {inputs}",
-                shape,
-            )
-        values = evaluate_initializer(self.sub_initializer, shape, seed=self.rnd.generate_seed())
-        mask = _random_k_of_n_mask(self.rnd, units, inputs, self.connections)
-        return values * mask.reshape(shape)
-
-
-class SparseOutputs(Initializer):
+class SparseOutputs(_SparseConnections):
     """Every input sends only ``connections`` non-zero outgoing weights.
 
     With weights laid out as ``(units, inputs...)`` every column (every input)
@@ -451,25 +471,7 @@ class SparseOutputs(Initializer):
         >>> net.initialize(FullyConnected=SparseOutputs(Gaussian(), connections=10))
     """
 
-    __default_values__ = {"connections": 15}
-
-    def __init__(self, sub_initializer, connections=15):
-        super().__init__()
-        self.sub_initializer = sub_initializer
-        self.connections = connections
-
-    def __call__(self, shape):
-        self._require_at_least_2d(shape)
-        units, inputs = shape[0], int(np.prod(shape[1:]))
-        if units < self.connections:
-            self._fail(
-                f"cannot connect each input to {self.connections} units when there "
-                f"are only {units}",
-                shape,
-            )
-        values = evaluate_initializer(self.sub_initializer, shape, seed=self.rnd.generate_seed())
-        mask = _random_k_of_n_mask(self.rnd, inputs, units, self.connections).T
-        return values * mask.reshape(shape)
+    _per_input = True
 
 
 class Uniform(Initializer):

@@ -237,7 +237,17 @@ class FreezeValues(ValueModifier):
         handler.copy_to(self._on_device(handler, "frozen", self._frozen), view)
 
 
-class L1Decay(GradientModifier):
+class _WeightDecay(GradientModifier):
+    """Common part of :class:`L1Decay` and :class:`L2Decay`: the ``factor``."""
+
+    __default_values__ = {"factor": 0.0}
+
+    def __init__(self, factor=0.0):
+        super().__init__()
+        self.factor = factor
+
+
+class L1Decay(_WeightDecay):
     """L1 weight decay: ``gradients += factor * sign(parameters)``.
 
     Args:
@@ -247,19 +257,13 @@ class L1Decay(GradientModifier):
         >>> net.set_gradient_modifiers({'Hid': {'W': L1Decay(1e-5)}})
     """
 
-    __default_values__ = {"factor": 0.0}
-
-    def __init__(self, factor=0.0):
-        super().__init__()
-        self.factor = factor
-
     def __call__(self, handler, parameters, gradients):
         signs = handler.allocate(parameters.shape)
         handler.sign_t(parameters, signs)
         handler.mult_add_st(self.factor, signs, gradients)
 
 
-class L2Decay(GradientModifier):
+class L2Decay(_WeightDecay):
     """L2 weight decay: ``gradients += factor * parameters``.
 
     Args:
@@ -268,12 +272,6 @@ class L2Decay(GradientModifier):
     Example:
         >>> net.set_gradient_modifiers({'Hid': {'W': L2Decay(1e-4)}})
     """
-
-    __default_values__ = {"factor": 0.0}
-
-    def __init__(self, factor=0.0):
-        super().__init__()
-        self.factor = factor
 
     def __call__(self, handler, parameters, gradients):
         handler.mult_add_st(self.factor, parameters, gradients)

@@ -188,10 +188,29 @@ def _format_value(value):
     return str(value)
 
 
+def _stop(hook, reason):
+    """Say why (if the hook is verbose) and stop the training."""
+    hook.message(f"Stopping because {reason}.")
+    raise StopIteration()
+
+
+class _LogWatcher(Hook):
+    """Common part of the hooks that watch one logged value for a criterion."""
+
+    def __init__(self, log_name, criterion, name, timescale, interval, verbose):
+        super().__init__(name, timescale, interval, verbose)
+        _check_criterion(criterion)
+        self.log_name = log_name
+        self.criterion = criterion
+
+    def _values(self, logs):
+        return _lookup_log(self, logs, self.log_name)
+
+
 # ############################## savers ########################################
 
 
-class SaveBestNetwork(Hook):
+class SaveBestNetwork(_LogWatcher):
     """Save the network whenever a logged value reaches a new best.
 
     The value counts as improved when the last entry of the log is strictly
@@ -230,17 +249,14 @@ class SaveBestNetwork(Hook):
         interval=1,
         verbose=None,
     ):
-        super().__init__(name, timescale, interval, verbose)
-        _check_criterion(criterion)
-        self.log_name = log_name
+        super().__init__(log_name, criterion, name, timescale, interval, verbose)
         self.filename = None if filename is None else os.fspath(filename)
-        self.criterion = criterion
         self.parameters = None
         self._net_description = None
 
     def __call__(self, epoch_nr, update_nr, net, stepper, logs):
         """Save the network if the watched value improved; see :class:`Hook`."""
-        values = _lookup_log(self, logs, self.log_name)
+        values = self._values(logs)
         best = _best_index(values, self.criterion)
         if best is not None and best == len(values) - 1:
             if self.filename is not None:
@@ -349,19 +365,30 @@ class SaveNetwork(Hook):
 # ############################## monitors ######################################
 
 
-def _stats(handler, array):
-    values = handler.get_numpy_copy(array)
+def _stats(values):
+    """min/avg/max of a NumPy array, or None if it is empty."""
     if values.size == 0:
         return None
     return OrderedDict(min=float(values.min()), avg=float(values.mean()), max=float(values.max()))
 
 
-def _view_stats(handler, view):
+def _parameter_stats(values):
+    """:func:`_stats`, plus those of the rows' L2 norms for arrays of 2+ dimensions."""
+    stats = _stats(values)
+    if stats is not None and values.ndim >= 2:
+        norms = np.sqrt((values.reshape(values.shape[0], -1) ** 2).sum(axis=1))
+        for key, value in _stats(norms).items():
+            stats[f"{key}_L2_norm"] = value
+    return stats
+
+
+def _view_stats(handler, view, stats=_stats):
+    """``{name: stats(array)}`` for the non-empty arrays of a buffer view."""
     log = OrderedDict()
     for key, array in view.items():
-        stats = _stats(handler, array)
-        if stats is not None:
-            log[key] = stats
+        array_stats = stats(handler.get_numpy_copy(array))
+        if array_stats is not None:
+            log[key] = array_stats
     return log
 
 
@@ -482,21 +509,8 @@ class MonitorLayerParameters(_LayerMonitor):
 
     def __call__(self, epoch_nr, update_nr, net, stepper, logs):
         """The statistics; see :class:`Hook`."""
-        log = OrderedDict()
-        for key, array in net.buffer[self.layer_name].parameters.items():
-            values = net.handler.get_numpy_copy(array)
-            if values.size == 0:
-                continue
-            stats = OrderedDict(
-                min=float(values.min()), avg=float(values.mean()), max=float(values.max())
-            )
-            if values.ndim >= 2:
-                norms = np.sqrt((values.reshape(values.shape[0], -1) ** 2).sum(axis=1))
-                stats["min_L2_norm"] = float(norms.min())
-                stats["avg_L2_norm"] = float(norms.mean())
-                stats["max_L2_norm"] = float(norms.max())
-            log[key] = stats
-        return log
+        parameters = net.buffer[self.layer_name].parameters
+        return _view_stats(net.handler, parameters, _parameter_stats)
 
 
 class MonitorLoss(Hook):
@@ -574,7 +588,7 @@ class MonitorScores(MonitorLoss):
 # ############################## stoppers ######################################
 
 
-class EarlyStopper(Hook):
+class EarlyStopper(_LogWatcher):
     """Stop when a logged value has not improved for ``patience`` log entries.
 
     Use the timescale and interval of the monitor that logs the value.
@@ -605,24 +619,21 @@ class EarlyStopper(Hook):
         interval=1,
         verbose=None,
     ):
-        super().__init__(name, timescale, interval, verbose)
-        _check_criterion(criterion)
-        self.log_name = log_name
+        super().__init__(log_name, criterion, name, timescale, interval, verbose)
         self.patience = patience
-        self.criterion = criterion
 
     def __call__(self, epoch_nr, update_nr, net, stepper, logs):
         """Stop if there was no improvement for too long; see :class:`Hook`."""
-        values = _lookup_log(self, logs, self.log_name)
+        values = self._values(logs)
         best = _best_index(values, self.criterion)
         if best is None:
             best = 0
         if len(values) - 1 - best >= self.patience:
-            self.message(
-                f"Stopping because {self.log_name} did not improve for {self.patience} "
-                f"checks (criterion: {self.criterion})."
+            _stop(
+                self,
+                f"{self.log_name} did not improve for {self.patience} checks "
+                f"(criterion: {self.criterion})",
             )
-            raise StopIteration()
 
 
 class StopAfterEpoch(Hook):
@@ -643,13 +654,10 @@ class StopAfterEpoch(Hook):
     def __call__(self, epoch_nr, update_nr, net, stepper, logs):
         """Stop once ``epoch_nr >= max_epochs``; see :class:`Hook`."""
         if epoch_nr >= self.max_epochs:
-            self.message(
-                f"Stopping because the maximum number of epochs ({self.max_epochs}) was reached."
-            )
-            raise StopIteration()
+            _stop(self, f"the maximum number of epochs ({self.max_epochs}) was reached")
 
 
-class StopAfterThresholdReached(Hook):
+class StopAfterThresholdReached(_LogWatcher):
     """Stop once a logged value reaches a threshold.
 
     Args:
@@ -677,15 +685,12 @@ class StopAfterThresholdReached(Hook):
         interval=1,
         verbose=None,
     ):
-        super().__init__(name, timescale, interval, verbose)
-        _check_criterion(criterion)
-        self.log_name = log_name
+        super().__init__(log_name, criterion, name, timescale, interval, verbose)
         self.threshold = threshold
-        self.criterion = criterion
 
     def __call__(self, epoch_nr, update_nr, net, stepper, logs):
         """Stop if the threshold was reached; see :class:`Hook`."""
-        values = np.asarray(_lookup_log(self, logs, self.log_name), dtype=np.float64)
+        values = np.asarray(self._values(logs), dtype=np.float64)
         values = values[np.isfinite(values)]
         if values.size == 0:
             return
@@ -694,11 +699,11 @@ class StopAfterThresholdReached(Hook):
         else:
             reached = values.min() <= self.threshold
         if reached:
-            self.message(
-                f"Stopping because {self.log_name} reached the threshold {self.threshold} "
-                f"(criterion: {self.criterion})."
+            _stop(
+                self,
+                f"{self.log_name} reached the threshold {self.threshold} "
+                f"(criterion: {self.criterion})",
             )
-            raise StopIteration()
 
 
 class StopOnNan(Hook):
@@ -734,24 +739,23 @@ class StopOnNan(Hook):
         self.check_parameters = check_parameters
         self.check_training_loss = check_training_loss
 
-    def _stop(self, what):
-        self.message(f"Stopping because NaN or inf was detected in {what}.")
-        raise StopIteration()
+    def _stop_on_non_finite(self, what):
+        _stop(self, f"NaN or inf was detected in {what}")
 
     def __call__(self, epoch_nr, update_nr, net, stepper, logs):
         """Stop on non-finite values; see :class:`Hook`."""
         for log_name in self.logs_to_check:
             if not np.all(np.isfinite(_lookup_log(self, logs, log_name))):
-                self._stop(log_name)
+                self._stop_on_non_finite(log_name)
         if self.check_parameters and not net.handler.is_fully_finite(net.buffer.parameters):
-            self._stop("the parameters")
+            self._stop_on_non_finite("the parameters")
         if self.check_training_loss:
             rolling = logs.get("rolling_training", {})
             if "total_loss" in rolling and not np.all(np.isfinite(rolling["total_loss"])):
-                self._stop("rolling_training.total_loss")
+                self._stop_on_non_finite("rolling_training.total_loss")
             if self.timescale == "update" and update_nr > 0:
                 if not np.all(np.isfinite(list(net.get_loss_values().values()))):
-                    self._stop("the training loss")
+                    self._stop_on_non_finite("the training loss")
 
 
 class StopOnSigQuit(Hook):

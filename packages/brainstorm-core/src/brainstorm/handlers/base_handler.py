@@ -30,6 +30,7 @@ every op of a handler against a float64 NumPy reference.
 
 from __future__ import annotations
 
+from brainstorm import randomness
 from brainstorm.describable import Describable
 
 __all__ = ["Handler"]
@@ -46,7 +47,9 @@ class Handler(Describable):
         dtype: the NumPy dtype of the handler's arrays.
         context: what the arrays live in (``'numpy'`` for the CPU handler).
         EMPTY: an empty array of this handler (a placeholder for "no array").
-        rnd: the :class:`~brainstorm.randomness.RandomState` used by the random ops.
+        rnd: the :class:`~brainstorm.randomness.RandomState` used by the random
+            ops; ``None`` (when set) derives it from ``global_rnd``, again after
+            each reseeding.
         array_type: the class of the handler's arrays.
         act_func: activation name -> ``f(x, y)`` writing ``y = f(x)``.
         act_func_deriv: activation name -> ``f(x, y, dy, dx)`` writing
@@ -64,6 +67,8 @@ class Handler(Describable):
         "array_type",
         "act_func",
         "act_func_deriv",
+        "_rnd",
+        "_rnd_generation",
     }
 
     #: The activation functions: name -> (function op, derivative op).
@@ -89,6 +94,27 @@ class Handler(Describable):
     def __init__(self):
         self.act_func = {name: getattr(self, f) for name, (f, _) in self.ACTIVATIONS.items()}
         self.act_func_deriv = {name: getattr(self, d) for name, (_, d) in self.ACTIVATIONS.items()}
+
+    @property
+    def rnd(self):
+        """The random state of the random ops.
+
+        Assign a :class:`~brainstorm.randomness.RandomState` to fix it, or
+        ``None`` to derive it from ``global_rnd`` (again after each reseeding).
+        """
+        # _rnd_generation: None for a fixed state, else the global_rnd
+        # generation the state was derived at (-1: not derived yet)
+        if self._rnd_generation is not None:
+            current = randomness.global_rnd.generation
+            if self._rnd_generation != current:
+                self._rnd = randomness.global_rnd.create_random_state()
+                self._rnd_generation = current
+        return self._rnd
+
+    @rnd.setter
+    def rnd(self, value):
+        self._rnd = value
+        self._rnd_generation = None if value is not None else -1
 
     # ------------------------------------------------------------------ memory
 

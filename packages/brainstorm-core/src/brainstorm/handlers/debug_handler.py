@@ -305,6 +305,23 @@ class DebugHandler(Handler):
     def _call(self, op, optional=(), **arrays):
         return _Call(self, op, optional, **arrays)
 
+    def _elementwise(self, op, written, optional=(), **arrays):
+        """Check and run an op whose array arguments all have one shape.
+
+        Args:
+            op: name of the op; the wrapped handler's op gets the arrays in the
+                order given.
+            written: the argument the op writes (it may be the very same view
+                as an input).
+            optional: names of arguments that may be None.
+            arrays: argument name -> DebugArray (or None if optional).
+        """
+        call = self._call(op, optional, **arrays)
+        call.same_shape(*arrays)
+        call.writes(written)
+        getattr(self.handler, op)(*(None if a is None else a.array for a in arrays.values()))
+        call.finite()
+
     def _shape(self, op, shape):
         if not isinstance(shape, (tuple, list)) or not all(_is_int(d) and d >= 0 for d in shape):
             raise TypeError(
@@ -349,18 +366,10 @@ class DebugHandler(Handler):
         self.handler.set_from_numpy(mem.array, arr)
 
     def copy_to(self, src, dest):
-        call = self._call("copy_to", src=src, dest=dest)
-        call.same_shape("src", "dest")
-        call.writes("dest")
-        self.handler.copy_to(src.array, dest.array)
-        call.finite()
+        self._elementwise("copy_to", "dest", src=src, dest=dest)
 
     def copy_to_if(self, src, dest, cond):
-        call = self._call("copy_to_if", src=src, dest=dest, cond=cond)
-        call.same_shape("src", "dest", "cond")
-        call.writes("dest")
-        self.handler.copy_to_if(src.array, dest.array, cond.array)
-        call.finite()
+        self._elementwise("copy_to_if", "dest", src=src, dest=dest, cond=cond)
 
     def fill(self, mem, val):
         call = self._call("fill", mem=mem)
@@ -383,11 +392,7 @@ class DebugHandler(Handler):
     # ------------------------------------------------------ elementwise: tensors
 
     def _unary(self, op, a, out):
-        call = self._call(op, a=a, out=out)
-        call.same_shape("a", "out")
-        call.writes("out")
-        getattr(self.handler, op)(a.array, out.array)
-        call.finite()
+        self._elementwise(op, "out", a=a, out=out)
 
     def abs_t(self, a, out):
         self._unary("abs_t", a, out)
@@ -413,11 +418,7 @@ class DebugHandler(Handler):
         call.finite()
 
     def _binary(self, op, a, b, out):
-        call = self._call(op, a=a, b=b, out=out)
-        call.same_shape("a", "b", "out")
-        call.writes("out")
-        getattr(self.handler, op)(a.array, b.array, out.array)
-        call.finite()
+        self._elementwise(op, "out", a=a, b=b, out=out)
 
     def add_tt(self, a, b, out):
         self._binary("add_tt", a, b, out)
@@ -438,11 +439,7 @@ class DebugHandler(Handler):
         self._binary("modulo_tt", a, b, out)
 
     def add_into_if(self, a, out, cond):
-        call = self._call("add_into_if", a=a, out=out, cond=cond)
-        call.same_shape("a", "out", "cond")
-        call.writes("out")
-        self.handler.add_into_if(a.array, out.array, cond.array)
-        call.finite()
+        self._elementwise("add_into_if", "out", a=a, out=out, cond=cond)
 
     # ------------------------------------------------------ elementwise: scalars
 
@@ -621,18 +618,10 @@ class DebugHandler(Handler):
     # ------------------------------------------------------------ activations
 
     def _activation(self, op, x, y):
-        call = self._call(op, x=x, y=y)
-        call.same_shape("x", "y")
-        call.writes("y")
-        getattr(self.handler, op)(x.array, y.array)
-        call.finite()
+        self._elementwise(op, "y", x=x, y=y)
 
     def _derivative(self, op, x, y, dy, dx):
-        call = self._call(op, optional=("x",), x=x, y=y, dy=dy, dx=dx)
-        call.same_shape("x", "y", "dy", "dx")
-        call.writes("dx")
-        getattr(self.handler, op)(None if x is None else x.array, y.array, dy.array, dx.array)
-        call.finite()
+        self._elementwise(op, "dx", optional=("x",), x=x, y=y, dy=dy, dx=dx)
 
     def sigmoid(self, x, y):
         self._activation("sigmoid", x, y)

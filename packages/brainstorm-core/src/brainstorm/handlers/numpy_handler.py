@@ -36,8 +36,6 @@ class NumpyHandler(Handler):
         array([[1., 2.]])
     """
 
-    __undescribed__ = {"_rnd", "_rnd_generation"}
-
     def __init__(self, dtype=np.float32, seed=None):
         self.dtype = np.dtype(dtype)
         if self.dtype.kind != "f":
@@ -56,27 +54,6 @@ class NumpyHandler(Handler):
 
     def __repr__(self):
         return f"{type(self).__name__}({self.dtype.name})"
-
-    @property
-    def rnd(self):
-        """The random state of the random ops.
-
-        Assign a :class:`~brainstorm.randomness.RandomState` to fix it, or
-        ``None`` to derive it from ``global_rnd`` (again after each reseeding).
-        """
-        # _rnd_generation: None for a fixed state, else the global_rnd
-        # generation the state was derived at (-1: not derived yet)
-        if self._rnd_generation is not None:
-            current = randomness.global_rnd.generation
-            if self._rnd_generation != current:
-                self._rnd = randomness.global_rnd.create_random_state()
-                self._rnd_generation = current
-        return self._rnd
-
-    @rnd.setter
-    def rnd(self, value):
-        self._rnd = value
-        self._rnd_generation = None if value is not None else -1
 
     def _scalar(self, value):
         return self.dtype.type(value)

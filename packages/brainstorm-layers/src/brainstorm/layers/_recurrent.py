@@ -57,10 +57,16 @@ from collections import OrderedDict
 from brainstorm.layers._layer_checks import check_activation, layer_label
 from brainstorm.layers.base_layer import Layer
 from brainstorm.structure.buffer_structure import BufferStructure, StructureTemplate
-from brainstorm.utils import LayerValidationError, flatten_time, product
+from brainstorm.utils import (
+    LayerValidationError,
+    flatten_time,
+    flatten_time_and_features,
+    product,
+)
 
 __all__ = [
     "Clock",
+    "ClockworkMixin",
     "RecurrentLayerBase",
     "Steps",
     "carry_name",
@@ -168,6 +174,37 @@ class RecurrentLayerBase(Layer):
     def state_widths(self):
         """OrderedDict name -> feature width of the internals that carry state."""
         return OrderedDict()
+
+    def project_inputs(self, buffers, W, b, G):
+        """``G[t] = x[t] @ W^T + b`` for all time steps at once.
+
+        Args:
+            buffers: the layer's BufferView (``x`` is its input ``default``).
+            W: ``(G*S, F)`` stacked input weights.
+            b: ``(G*S,)`` stacked biases.
+            G: time-ordered ``(T, B, G*S)`` pre-activations (written).
+        """
+        _h, flat_G = self.handler, flatten_time(G)
+        _h.dot_mm(flatten_time_and_features(buffers.inputs.default), W, flat_G, transb=True)
+        _h.add_mv(flat_G, b.reshape((1, W.shape[0])), flat_G)
+
+    def project_inputs_backward(self, buffers, dG, W, dW, db):
+        """The backward pass of :meth:`project_inputs` for all time steps at once.
+
+        Adds to the input deltas of ``default``, overwrites ``dW`` and ``db``.
+
+        Args:
+            buffers: the layer's BufferView.
+            dG: time-ordered ``(T, B, G*S)`` deltas of the pre-activations.
+            W: ``(G*S, F)`` stacked input weights.
+            dW: ``(G*S, F)`` their gradient (written).
+            db: ``(G*S,)`` gradient of the biases (written).
+        """
+        _h, flat_dG = self.handler, flatten_time(dG)
+        x = flatten_time_and_features(buffers.inputs.default)
+        _h.dot_add_mm(flat_dG, W, flatten_time_and_features(buffers.input_deltas.default))
+        _h.dot_mm(flat_dG, x, dW, transa=True)
+        _h.sum_t(flat_dG, axis=0, out=db)
 
     def parameter_shapes_for(self, size, in_size):
         """OrderedDict of the parameters' BufferStructures."""
@@ -311,3 +348,26 @@ class Clock:
         _h.broadcast_t(self.phase, 1, self.keep)
         _h.modulo_tt(self.keep, self.timing, self.keep)
         return self.keep
+
+
+class ClockworkMixin:
+    """Makes a recurrent layer implementation its clockwork variant.
+
+    Put it first among the bases (``class ClockworkLayerImpl(ClockworkMixin,
+    RecurrentLayerImpl)``). It adds the parameter ``timing (S,)``, which gets
+    no gradient, and the state ``Tau ('T', 'B', 1)``, and turns the
+    :class:`Clock` of the passes on.
+    """
+
+    clockwork = True
+    computes_no_gradients_for = ("timing",)
+
+    def parameter_shapes_for(self, size, in_size):
+        parameters = super().parameter_shapes_for(size, in_size)
+        parameters["timing"] = BufferStructure(size)
+        return parameters
+
+    def state_widths(self):
+        widths = super().state_widths()
+        widths["Tau"] = 1
+        return widths

@@ -7,12 +7,9 @@ Direction (``reverse``), context, masks and bidirectional use work as for
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 from brainstorm.layers._layer_checks import layer_label
-from brainstorm.layers._recurrent import check_recurrent_arguments
+from brainstorm.layers._recurrent import ClockworkMixin, check_recurrent_arguments
 from brainstorm.layers.recurrent_layer import RecurrentLayerImpl
-from brainstorm.structure.buffer_structure import BufferStructure
 from brainstorm.structure.construction import ConstructionWrapper
 
 __all__ = ["Clockwork", "ClockworkLayerImpl"]
@@ -52,20 +49,9 @@ def Clockwork(size, activation="tanh", reverse=False, name=None):
     )
 
 
-class ClockworkLayerImpl(RecurrentLayerImpl):
+class ClockworkLayerImpl(ClockworkMixin, RecurrentLayerImpl):
     """Implementation of :func:`Clockwork`.
 
     Parameters ``W``, ``R``, ``bias`` (as Recurrent) and ``timing (S,)``;
     internals as Recurrent plus ``Tau ('T', 'B', 1)``, the step counter.
     """
-
-    clockwork = True
-    computes_no_gradients_for = ("timing",)
-
-    def parameter_shapes_for(self, size, in_size):
-        parameters = super().parameter_shapes_for(size, in_size)
-        parameters["timing"] = BufferStructure(size)
-        return parameters
-
-    def state_widths(self):
-        return OrderedDict(Tau=1)

@@ -7,12 +7,9 @@ the internals are as for :mod:`brainstorm.layers.lstm_layer` (details in
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 from brainstorm.layers._layer_checks import layer_label
-from brainstorm.layers._recurrent import check_recurrent_arguments
+from brainstorm.layers._recurrent import ClockworkMixin, check_recurrent_arguments
 from brainstorm.layers.lstm_layer import LstmLayerImpl
-from brainstorm.structure.buffer_structure import BufferStructure
 from brainstorm.structure.construction import ConstructionWrapper
 
 __all__ = ["ClockworkLstm", "ClockworkLstmLayerImpl"]
@@ -50,20 +47,9 @@ def ClockworkLstm(size, activation="tanh", reverse=False, name=None):
     )
 
 
-class ClockworkLstmLayerImpl(LstmLayerImpl):
+class ClockworkLstmLayerImpl(ClockworkMixin, LstmLayerImpl):
     """Implementation of :func:`ClockworkLstm`.
 
     Parameters of Lstm plus ``timing (S,)``; internals of Lstm plus the step
     counter ``Tau ('T', 'B', 1)``.
     """
-
-    clockwork = True
-    computes_no_gradients_for = ("timing",)
-
-    def parameter_shapes_for(self, size, in_size):
-        parameters = super().parameter_shapes_for(size, in_size)
-        parameters["timing"] = BufferStructure(size)
-        return parameters
-
-    def state_widths(self):
-        return OrderedDict(Ca=self.size, Tau=1)

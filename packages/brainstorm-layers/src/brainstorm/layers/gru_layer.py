@@ -32,7 +32,6 @@ from brainstorm.layers._recurrent import (
 )
 from brainstorm.structure.buffer_structure import BufferStructure
 from brainstorm.structure.construction import ConstructionWrapper
-from brainstorm.utils import flatten_time, flatten_time_and_features
 
 __all__ = ["Gru", "GruLayerImpl"]
 
@@ -119,9 +118,7 @@ class GruLayerImpl(RecurrentLayerBase):
         Ga, Gb, Ra = buffers.internals.Ga, buffers.internals.Gb, buffers.internals.Ra
         y = buffers.outputs.default
 
-        flat_Ga = flatten_time(Ga)
-        _h.dot_mm(flatten_time_and_features(buffers.inputs.default), W, flat_Ga, transb=True)
-        _h.add_mv(flat_Ga, b.reshape((1, 3 * S)), flat_Ga)
+        self.project_inputs(buffers, W, b, Ga)
         for t in steps.order:
             h_prev = steps.prev_state("default", t)
             ga, gb, ra = Ga[t], Gb[t], Ra[t]
@@ -169,9 +166,5 @@ class GruLayerImpl(RecurrentLayerBase):
                 _h.mult_add_tt(dy, gb[:, :S], dY[before])
                 _h.dot_add_mm(dra, R, dY[before])
 
-        x = flatten_time_and_features(buffers.inputs.default)
-        flat_dGa = flatten_time(dGa)
-        _h.dot_add_mm(flat_dGa, W, flatten_time_and_features(buffers.input_deltas.default))
-        _h.dot_mm(flat_dGa, x, dW, transa=True)
-        _h.sum_t(flat_dGa, axis=0, out=db)
+        self.project_inputs_backward(buffers, dGa, W, dW, db)
         steps.set_recurrent_gradient(_h, dRa, dR)

@@ -41,7 +41,7 @@ from brainstorm.layers._recurrent import (
 )
 from brainstorm.structure.buffer_structure import BufferStructure
 from brainstorm.structure.construction import ConstructionWrapper
-from brainstorm.utils import flatten_time, flatten_time_and_features
+from brainstorm.utils import flatten_time
 
 __all__ = ["Lstm", "LstmLayerImpl"]
 
@@ -153,9 +153,7 @@ class LstmLayerImpl(RecurrentLayerBase):
         y = buffers.outputs.default
         clock = Clock(_h, steps, buffers.parameters.timing) if self.clockwork else None
 
-        flat_Ga = flatten_time(Ga)
-        _h.dot_mm(flatten_time_and_features(buffers.inputs.default), W, flat_Ga, transb=True)
-        _h.add_mv(flat_Ga, b.reshape((1, 4 * S)), flat_Ga)
+        self.project_inputs(buffers, W, b, Ga)
         for t in steps.order:
             y_prev, c_prev = steps.prev_state("default", t), steps.prev_state("Ca", t)
             ga, gb, c = Ga[t], Gb[t], Ca[t]
@@ -229,11 +227,7 @@ class LstmLayerImpl(RecurrentLayerBase):
                 _h.mult_add_mv(dga[:, S : 2 * S], pi, dCa[before])
                 _h.mult_add_mv(dga[:, 2 * S : 3 * S], pf, dCa[before])
 
-        x = flatten_time_and_features(buffers.inputs.default)
-        flat_dGa = flatten_time(dGa)
-        _h.dot_add_mm(flat_dGa, W, flatten_time_and_features(buffers.input_deltas.default))
-        _h.dot_mm(flat_dGa, x, dW, transa=True)
-        _h.sum_t(flat_dGa, axis=0, out=db)
+        self.project_inputs_backward(buffers, dGa, W, dW, db)
         steps.set_recurrent_gradient(_h, dGa, dR)
         # peepholes: dpi = sum dIa * c_prev, dpf = sum dFa * c_prev, dpo = sum dOa * c,
         # with dY (used up) as scratch space

@@ -21,7 +21,6 @@ from brainstorm.layers._layer_checks import layer_label
 from brainstorm.layers._recurrent import Clock, RecurrentLayerBase, Steps, check_recurrent_arguments
 from brainstorm.structure.buffer_structure import BufferStructure
 from brainstorm.structure.construction import ConstructionWrapper
-from brainstorm.utils import flatten_time, flatten_time_and_features
 
 __all__ = ["Recurrent", "RecurrentLayerImpl"]
 
@@ -88,10 +87,7 @@ class RecurrentLayerImpl(RecurrentLayerBase):
         Ha, y = buffers.internals.Ha, buffers.outputs.default
         clock = Clock(_h, steps, p.timing) if self.clockwork else None
 
-        x = flatten_time_and_features(buffers.inputs.default)
-        flat_Ha = flatten_time(Ha)
-        _h.dot_mm(x, p.W, flat_Ha, transb=True)
-        _h.add_mv(flat_Ha, p.bias.reshape((1, self.size)), flat_Ha)
+        self.project_inputs(buffers, p.W, p.bias, Ha)
         for t in steps.order:
             h_prev = steps.prev_state("default", t)
             _h.dot_add_mm(h_prev, p.R, Ha[t], transb=True)
@@ -125,10 +121,5 @@ class RecurrentLayerImpl(RecurrentLayerBase):
             if before is not None:
                 _h.dot_add_mm(dHa[t], p.R, dHb[before])
 
-        x = flatten_time_and_features(buffers.inputs.default)
-        dx = flatten_time_and_features(buffers.input_deltas.default)
-        flat_dHa = flatten_time(dHa)
-        _h.dot_add_mm(flat_dHa, p.W, dx)
-        _h.dot_mm(flat_dHa, x, g.W, transa=True)
-        _h.sum_t(flat_dHa, axis=0, out=g.bias)
+        self.project_inputs_backward(buffers, dHa, p.W, g.W, g.bias)
         steps.set_recurrent_gradient(_h, dHa, g.R)

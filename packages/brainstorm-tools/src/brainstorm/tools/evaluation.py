@@ -51,21 +51,16 @@ def evaluate(network, iter, scorers=(), out_name="", targets_name="targets", mas
         collections.OrderedDict: ``total_loss`` (one entry per Loss layer too,
         if there are several), then one entry per scorer.
     """
-    from brainstorm.scorers import aggregate_losses_and_scores, gather_losses_and_scores
-    from brainstorm.training.utils import run_network
+    from brainstorm.training.utils import evaluate as evaluate_network
 
-    scores = {}
-    for _ in run_network(network, iter(handler=network.handler)):
-        network.forward_pass()
-        gather_losses_and_scores(
-            network,
-            scorers,
-            scores,
-            out_name=out_name or "",
-            targets_name=targets_name,
-            mask_name=mask_name or "",
-        )
-    return aggregate_losses_and_scores(scores, network, scorers)
+    return evaluate_network(
+        network,
+        iter,
+        scorers,
+        out_name=out_name or "",
+        targets_name=targets_name,
+        mask_name=mask_name or "",
+    )
 
 
 def _buffer_kind(network, path):

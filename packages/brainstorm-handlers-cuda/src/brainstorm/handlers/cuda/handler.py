@@ -84,7 +84,7 @@ class PyCudaHandler(Handler):
         >>> net.set_handler(PyCudaHandler())  # doctest: +SKIP
     """
 
-    __undescribed__ = {"_device", "_ops", "_rnd", "_rnd_generation"}
+    __undescribed__ = {"_device", "_ops"}
 
     #: Bytes of scratch memory the convolutions may use at once; batches whose
     #: im2col matrix is bigger are processed in chunks of images.
@@ -120,25 +120,6 @@ class PyCudaHandler(Handler):
 
     def __repr__(self):
         return f"{type(self).__name__}({self._device.name})"
-
-    @property
-    def rnd(self):
-        """The random state of the random ops (see the ``seed`` argument).
-
-        Assign a :class:`~brainstorm.randomness.RandomState` to fix it, or
-        ``None`` to derive it from ``global_rnd`` (again after each reseeding).
-        """
-        if self._rnd_generation is not None:
-            current = randomness.global_rnd.generation
-            if self._rnd_generation != current:
-                self._rnd = randomness.global_rnd.create_random_state()
-                self._rnd_generation = current
-        return self._rnd
-
-    @rnd.setter
-    def rnd(self, value):
-        self._rnd = value
-        self._rnd_generation = None if value is not None else -1
 
     # ---------------------------------------------------------------- helpers
 

@@ -16,7 +16,11 @@ __all__ = [
     "PreparationError",
     "default_data_dir",
     "make_parser",
+    "add_validation_size",
     "find_or_download",
+    "locate_archive",
+    "image_sets",
+    "target_fill",
     "download",
     "check_output",
     "write_dataset",
@@ -72,6 +76,16 @@ def make_parser(prog, description, output_name, source_help):
     )
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     return parser
+
+
+def add_validation_size(parser, default):
+    """Add ``--validation-size`` (training images set aside) to an image command's parser."""
+    parser.add_argument(
+        "--validation-size",
+        type=int,
+        default=default,
+        help=f"training images set aside for validation (default {default})",
+    )
 
 
 def resolve_paths(args, output_name):
@@ -187,6 +201,76 @@ def find_or_download(candidates, urls, destination, allow_download, quiet, what)
             f"{urls[0]} and put it at {destination}, or pass its location with --source."
         )
     return download(urls, destination, quiet)
+
+
+def locate_archive(args, data_dir, name, urls):
+    """The archive given with ``--source``, else ``name`` in the data folder.
+
+    Args:
+        args (argparse.Namespace): the parsed options.
+        data_dir (str): the data folder.
+        name (str): the archive's file name.
+        urls (list[str]): where to download it from when it is missing.
+
+    Raises:
+        PreparationError: if ``--source`` is not a file, or the archive is
+            missing and cannot be downloaded.
+    """
+    if args.source is not None:
+        if not os.path.isfile(args.source):
+            raise PreparationError(f"--source {args.source} is not a file")
+        return args.source
+    return find_or_download(
+        [os.path.join(data_dir, name)],
+        urls,
+        os.path.join(data_dir, name),
+        not args.no_download,
+        args.quiet,
+        name,
+    )
+
+
+def image_sets(train, test, validation_size):
+    """The five sets an image command writes, and the size of the training split.
+
+    ``normalized_split`` sets the last ``validation_size`` training images aside
+    for validation; ``normalized_full`` trains on all of them.
+
+    Args:
+        train (tuple): ``(images, targets)`` of the training part, one image
+            per entry of the first axis.
+        test (tuple): ``(images, targets)`` of the test part.
+        validation_size (int): ``--validation-size``.
+
+    Returns:
+        tuple: ``(n_train, sets)``, with ``sets`` mapping each group name to
+        ``(images, targets, offset, count)``.
+
+    Raises:
+        PreparationError: unless ``0 < validation_size < len(train images)``.
+    """
+    (train_x, train_t), (test_x, test_t) = train, test
+    n_valid = validation_size
+    if not 0 < n_valid < train_x.shape[0]:
+        raise PreparationError(
+            f"--validation-size must lie between 1 and {train_x.shape[0] - 1} (the number of "
+            f"training images minus one), got {n_valid}"
+        )
+    n_train = train_x.shape[0] - n_valid
+    sets = {
+        "normalized_split/training": (train_x, train_t, 0, n_train),
+        "normalized_split/validation": (train_x, train_t, n_train, n_valid),
+        "normalized_split/test": (test_x, test_t, 0, test_x.shape[0]),
+        "normalized_full/training": (train_x, train_t, 0, train_x.shape[0]),
+        "normalized_full/test": (test_x, test_t, 0, test_x.shape[0]),
+    }
+    return n_train, sets
+
+
+def target_fill(targets, offset):
+    """A ``fill`` for :func:`write_dataset`: ``targets[offset + start : offset + stop]``
+    shaped ``(1, N, 1)``."""
+    return lambda start, stop: targets[offset + start : offset + stop].reshape(1, -1, 1)
 
 
 def write_hdf5(path, write, force):

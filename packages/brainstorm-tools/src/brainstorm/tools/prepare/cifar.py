@@ -22,20 +22,22 @@ attributes ``mean`` and ``std``, shaped ``(32, 32, 3)``).
 
 from __future__ import annotations
 
-import os
 import tarfile
 
 import numpy as np
 
 from brainstorm.tools.prepare._common import (
     PreparationError,
+    add_validation_size,
     check_output,
-    find_or_download,
+    image_sets,
+    locate_archive,
     make_parser,
     progress,
     resolve_paths,
     run,
     say,
+    target_fill,
     write_dataset,
     write_hdf5,
 )
@@ -187,31 +189,12 @@ def prepare_cifar(args, dataset):
     """Run the command for parsed options (see :func:`main_cifar10`)."""
     data_dir, output = resolve_paths(args, dataset.output_name)
     check_output(output, args.force)
-    if args.source is not None:
-        if not os.path.isfile(args.source):
-            raise PreparationError(f"--source {args.source} is not a file")
-        archive = args.source
-    else:
-        archive = find_or_download(
-            [os.path.join(data_dir, dataset.archive)],
-            [dataset.url],
-            os.path.join(data_dir, dataset.archive),
-            not args.no_download,
-            args.quiet,
-            dataset.archive,
-        )
+    archive = locate_archive(args, data_dir, dataset.archive, [dataset.url])
     say(f"Reading {archive} ...", args.quiet)
     parts = read_cifar_archive(archive, dataset)
-    train_x, train_t = parts["train"]
-    test_x, test_t = parts["test"]
-    n_valid = args.validation_size
-    if not 0 < n_valid < train_x.shape[0]:
-        raise PreparationError(
-            f"--validation-size must lie between 1 and {train_x.shape[0] - 1} (the number of "
-            f"training images minus one), got {n_valid}"
-        )
-    n_train = train_x.shape[0] - n_valid
-    mean, std = pixel_statistics(train_x[:n_train])
+    train_images = parts["train"][0]
+    n_train, sets = image_sets(parts["train"], parts["test"], args.validation_size)
+    mean, std = pixel_statistics(train_images[:n_train])  # of the split's training part
     scale = np.where(std > 0, std, 1.0)  # a constant pixel stays 0 instead of NaN
 
     def images(array, offset):
@@ -221,17 +204,6 @@ def prepare_cifar(args, dataset):
 
         return fill
 
-    def targets(array, offset):
-        return lambda start, stop: array[offset + start : offset + stop].reshape(1, -1, 1)
-
-    sets = {
-        "normalized_split/training": (train_x, train_t, 0, n_train),
-        "normalized_split/validation": (train_x, train_t, n_train, n_valid),
-        "normalized_split/test": (test_x, test_t, 0, test_x.shape[0]),
-        "normalized_full/training": (train_x, train_t, 0, train_x.shape[0]),
-        "normalized_full/test": (test_x, test_t, 0, test_x.shape[0]),
-    }
-
     def write(f):
         f.attrs["description"] = DESCRIPTION.format(
             name=dataset.name,
@@ -239,7 +211,7 @@ def prepare_cifar(args, dataset):
             label_note=" (the fine labels are used)" if dataset.label_bytes == 2 else "",
             url=dataset.url,
             n_train=n_train,
-            n_valid=n_valid,
+            n_valid=args.validation_size,
         )
         f.attrs["mean"] = mean
         f.attrs["std"] = std
@@ -250,7 +222,7 @@ def prepare_cifar(args, dataset):
                 write_dataset(
                     group, "default", (1, count, 32, 32, 3), np.float32, images(x, offset), 1, bar
                 )
-                write_dataset(group, "targets", (1, count, 1), np.uint8, targets(t, offset), 1)
+                write_dataset(group, "targets", (1, count, 1), np.uint8, target_fill(t, offset), 1)
 
     write_hdf5(output, write, args.force)
     say(f"Wrote {output}", args.quiet)
@@ -264,12 +236,7 @@ def build_parser(dataset):
         dataset.output_name,
         f"the downloaded {dataset.archive} (default: DATA_DIR/{dataset.archive})",
     )
-    parser.add_argument(
-        "--validation-size",
-        type=int,
-        default=VALIDATION_SIZE,
-        help=f"training images set aside for validation (default {VALIDATION_SIZE})",
-    )
+    add_validation_size(parser, VALIDATION_SIZE)
     return parser
 
 

@@ -21,7 +21,6 @@ Layout: ``split/{training, validation, test}/{default, targets}``, each
 
 from __future__ import annotations
 
-import os
 import zipfile
 
 import numpy as np
@@ -29,7 +28,7 @@ import numpy as np
 from brainstorm.tools.prepare._common import (
     PreparationError,
     check_output,
-    find_or_download,
+    locate_archive,
     make_parser,
     progress,
     resolve_paths,
@@ -152,19 +151,7 @@ def prepare_enwik8(args):
     for option in ("seq_len", "batch_size", "test_chars"):
         if getattr(args, option) < 1:
             raise PreparationError(f"--{option.replace('_', '-')} must be positive")
-    if args.source is not None:
-        if not os.path.isfile(args.source):
-            raise PreparationError(f"--source {args.source} is not a file")
-        archive = args.source
-    else:
-        archive = find_or_download(
-            [os.path.join(data_dir, ARCHIVE)],
-            [URL],
-            os.path.join(data_dir, ARCHIVE),
-            not args.no_download,
-            args.quiet,
-            ARCHIVE,
-        )
+    archive = locate_archive(args, data_dir, ARCHIVE, [URL])
     say(f"Reading {archive} ...", args.quiet)
     raw = np.frombuffer(_read_archive(archive), dtype=np.uint8)
     n = args.test_chars

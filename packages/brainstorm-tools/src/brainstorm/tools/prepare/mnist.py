@@ -26,13 +26,16 @@ import numpy as np
 
 from brainstorm.tools.prepare._common import (
     PreparationError,
+    add_validation_size,
     check_output,
     find_or_download,
+    image_sets,
     make_parser,
     progress,
     resolve_paths,
     run,
     say,
+    target_fill,
     write_dataset,
     write_hdf5,
 )
@@ -160,36 +163,19 @@ def prepare_mnist(args):
     check_output(output, args.force)
     paths = _locate(args, data_dir)
     say("Reading the IDX files ...", args.quiet)
-    train_x, train_t = _read_part(paths["train"])
-    test_x, test_t = _read_part(paths["test"])
-    n_valid = args.validation_size
-    if not 0 < n_valid < train_x.shape[0]:
-        raise PreparationError(
-            f"--validation-size must lie between 1 and {train_x.shape[0] - 1} (the number of "
-            f"training images minus one), got {n_valid}"
-        )
-    n_train = train_x.shape[0] - n_valid
+    train = _read_part(paths["train"])
+    test = _read_part(paths["test"])
+    n_train, sets = image_sets(train, test, args.validation_size)
 
-    def images(array, offset=0):
+    def images(array, offset):
         def fill(start, stop):
             block = array[offset + start : offset + stop].astype(np.float32) / np.float32(255)
             return block.reshape((1, stop - start, 28, 28, 1))
 
         return fill
 
-    def targets(array, offset=0):
-        return lambda start, stop: array[offset + start : offset + stop].reshape(1, -1, 1)
-
-    sets = {
-        "normalized_split/training": (train_x, train_t, 0, n_train),
-        "normalized_split/validation": (train_x, train_t, n_train, n_valid),
-        "normalized_split/test": (test_x, test_t, 0, test_x.shape[0]),
-        "normalized_full/training": (train_x, train_t, 0, train_x.shape[0]),
-        "normalized_full/test": (test_x, test_t, 0, test_x.shape[0]),
-    }
-
     def write(f):
-        f.attrs["description"] = DESCRIPTION.format(n_train=n_train, n_valid=n_valid)
+        f.attrs["description"] = DESCRIPTION.format(n_train=n_train, n_valid=args.validation_size)
         total = sum(count for *_, count in sets.values())
         with progress(total, "Writing MNIST.hdf5", args.quiet, "images") as bar:
             for name, (x, t, offset, count) in sets.items():
@@ -197,7 +183,7 @@ def prepare_mnist(args):
                 write_dataset(
                     group, "default", (1, count, 28, 28, 1), np.float32, images(x, offset), 1, bar
                 )
-                write_dataset(group, "targets", (1, count, 1), np.int64, targets(t, offset), 1)
+                write_dataset(group, "targets", (1, count, 1), np.int64, target_fill(t, offset), 1)
 
     write_hdf5(output, write, args.force)
     say(f"Wrote {output}", args.quiet)
@@ -210,12 +196,7 @@ def build_parser():
         OUTPUT_NAME,
         "the folder holding the four IDX files (default: the data folder)",
     )
-    parser.add_argument(
-        "--validation-size",
-        type=int,
-        default=VALIDATION_SIZE,
-        help=f"training images set aside for validation (default {VALIDATION_SIZE})",
-    )
+    add_validation_size(parser, VALIDATION_SIZE)
     return parser
 
 

@@ -62,7 +62,25 @@ __device__ __forceinline__ long long bs_at_nhwc(int n, int y, int x, int c, int 
 }
 
 // The window of output row `out` (or column) covers input rows
-// [out * stride - pad, out * stride - pad + k); the number of them inside [0, size).
+// [out * stride - pad, out * stride - pad + k).
+
+// Input row (or column) at offset `i` of the window of output row `out`, or -1
+// where that is padding (outside [0, size)).
+__device__ __forceinline__ int bs_window_input(int out, int i, int stride, int pad, int size) {
+    int pos = out * stride - pad + i;
+    return pos >= 0 && pos < size ? pos : -1;
+}
+
+// The inverse: the output row (or column) whose window holds input row `pos`
+// at offset `i`, or -1 if there is none among the out_size outputs.
+__device__ __forceinline__ int bs_window_output(int pos, int i, int stride, int pad,
+                                                int out_size) {
+    int scaled = pos + pad - i;
+    if (scaled < 0 || scaled % stride != 0 || scaled / stride >= out_size) return -1;
+    return scaled / stride;
+}
+
+// The number of input rows of the window of output row `out` inside [0, size).
 __device__ __forceinline__ int bs_inside(int out, int k, int stride, int pad, int size) {
     int start = out * stride - pad;
     int stop = start + k;

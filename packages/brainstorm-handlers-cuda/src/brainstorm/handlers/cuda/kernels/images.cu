@@ -20,8 +20,8 @@ extern "C" __global__ void im2col_nhwc(int n, int h, int w, int c, int kh, int k
         long long q = flat % width, p = flat / width;
         int ch = (int)(q % c), j = (int)((q / c) % kw), i = (int)(q / c / kw);
         int x = (int)(p % wo), y = (int)((p / wo) % ho), b = (int)(p / wo / ho);
-        int r = y * sh - pad + i, col = x * sw - pad + j;
-        bool inside = r >= 0 && r < h && col >= 0 && col < w;
+        int r = bs_window_input(y, i, sh, pad, h), col = bs_window_input(x, j, sw, pad, w);
+        bool inside = r >= 0 && col >= 0;
         cols[flat] = inside ? in[bs_at_nhwc(b, r, col, ch, i0, i1, i2, i3)] : 0.0f;
     }
 }
@@ -37,13 +37,11 @@ extern "C" __global__ void col2im_nhwc_add(int n, int h, int w, int c, int kh, i
         BsPixel p = bs_unravel_nhwc(flat, h, w, c);
         float sum = 0.0f;
         for (int i = 0; i < kh; ++i) {
-            int y_scaled = p.y + pad - i;
-            if (y_scaled < 0 || y_scaled % sh != 0 || y_scaled / sh >= ho) continue;
-            int y = y_scaled / sh;
+            int y = bs_window_output(p.y, i, sh, pad, ho);
+            if (y < 0) continue;
             for (int j = 0; j < kw; ++j) {
-                int x_scaled = p.x + pad - j;
-                if (x_scaled < 0 || x_scaled % sw != 0 || x_scaled / sw >= wo) continue;
-                int x = x_scaled / sw;
+                int x = bs_window_output(p.x, j, sw, pad, wo);
+                if (x < 0) continue;
                 long long row = ((long long)p.n * ho + y) * wo + x;
                 sum += cols[row * width + ((long long)i * kw + j) * c + p.c];
             }
@@ -66,11 +64,11 @@ extern "C" __global__ void maxpool_fwd(int n, int h, int w, int c, int kh, int k
         float best = -INFINITY;
         int best_index = -1;
         for (int i = 0; i < kh; ++i) {
-            int r = p.y * sh - pad + i;
-            if (r < 0 || r >= h) continue;
+            int r = bs_window_input(p.y, i, sh, pad, h);
+            if (r < 0) continue;
             for (int j = 0; j < kw; ++j) {
-                int col = p.x * sw - pad + j;
-                if (col < 0 || col >= w) continue;
+                int col = bs_window_input(p.x, j, sw, pad, w);
+                if (col < 0) continue;
                 float value = in[bs_at_nhwc(p.n, r, col, p.c, i0, i1, i2, i3)];
                 if (value > best) {  // strict: the first maximum wins
                     best = value;
@@ -95,13 +93,11 @@ extern "C" __global__ void maxpool_bwd(int n, int h, int w, int c, int kh, int k
         int own_index = (p.y * w + p.x) * c + p.c;
         float sum = 0.0f;
         for (int i = 0; i < kh; ++i) {
-            int y_scaled = p.y + pad - i;
-            if (y_scaled < 0 || y_scaled % sh != 0 || y_scaled / sh >= ho) continue;
-            int y = y_scaled / sh;
+            int y = bs_window_output(p.y, i, sh, pad, ho);
+            if (y < 0) continue;
             for (int j = 0; j < kw; ++j) {
-                int x_scaled = p.x + pad - j;
-                if (x_scaled < 0 || x_scaled % sw != 0 || x_scaled / sw >= wo) continue;
-                int x = x_scaled / sw;
+                int x = bs_window_output(p.x, j, sw, pad, wo);
+                if (x < 0) continue;
                 if ((int)argmax[bs_at_nhwc(p.n, y, x, p.c, x0, x1, x2, x3)] == own_index) {
                     sum += out_deltas[bs_at_nhwc(p.n, y, x, p.c, o0, o1, o2, o3)];
                 }
@@ -122,11 +118,11 @@ extern "C" __global__ void avgpool_fwd(int n, int h, int w, int c, int kh, int k
         BsPixel p = bs_unravel_nhwc(flat, ho, wo, c);
         float sum = 0.0f;
         for (int i = 0; i < kh; ++i) {
-            int r = p.y * sh - pad + i;
-            if (r < 0 || r >= h) continue;
+            int r = bs_window_input(p.y, i, sh, pad, h);
+            if (r < 0) continue;
             for (int j = 0; j < kw; ++j) {
-                int col = p.x * sw - pad + j;
-                if (col < 0 || col >= w) continue;
+                int col = bs_window_input(p.x, j, sw, pad, w);
+                if (col < 0) continue;
                 sum += in[bs_at_nhwc(p.n, r, col, p.c, i0, i1, i2, i3)];
             }
         }
@@ -145,13 +141,11 @@ extern "C" __global__ void avgpool_bwd(int n, int h, int w, int c, int kh, int k
         BsPixel p = bs_unravel_nhwc(flat, h, w, c);
         float sum = 0.0f;
         for (int i = 0; i < kh; ++i) {
-            int y_scaled = p.y + pad - i;
-            if (y_scaled < 0 || y_scaled % sh != 0 || y_scaled / sh >= ho) continue;
-            int y = y_scaled / sh;
+            int y = bs_window_output(p.y, i, sh, pad, ho);
+            if (y < 0) continue;
             for (int j = 0; j < kw; ++j) {
-                int x_scaled = p.x + pad - j;
-                if (x_scaled < 0 || x_scaled % sw != 0 || x_scaled / sw >= wo) continue;
-                int x = x_scaled / sw;
+                int x = bs_window_output(p.x, j, sw, pad, wo);
+                if (x < 0) continue;
                 int count = bs_inside(y, kh, sh, pad, h) * bs_inside(x, kw, sw, pad, w);
                 sum += out_deltas[bs_at_nhwc(p.n, y, x, p.c, o0, o1, o2, o3)] / count;
             }
