@@ -312,3 +312,14 @@ def test_damaged_files_always_give_value_errors(tmp_path):
             bs.Network.from_hdf5(path)
         except ValueError:
             pass
+
+
+def test_compute_data_deltas_flag_marks_inputs_fed_by_the_data():
+    net = chain_net()
+    assert net.compute_data_deltas
+    assert all(not layer.inputs_without_deltas for layer in net.layers.values())
+    net.compute_data_deltas = False
+    assert net.layers["A"].inputs_without_deltas == {"default"}
+    assert not net.layers["B"].inputs_without_deltas
+    net.compute_data_deltas = True
+    assert not net.layers["A"].inputs_without_deltas

@@ -49,6 +49,10 @@ class Layer:
     #: ``{'Fb': ('Gb', start, stop)}`` makes ``buffers.internals.Fb`` (and
     #: ``net.get('L.internals.Fb')``) a view of ``Gb[..., start:stop]``.
     internal_slices = {}
+    #: Inputs whose deltas nobody needs (set by the network when
+    #: ``net.compute_data_deltas`` is False: inputs fed only by the Input layer).
+    #: A layer may skip computing deltas for these; it is never required to.
+    inputs_without_deltas = frozenset()
     computes_no_input_deltas_for = ()
     computes_no_gradients_for = ()
     takes_no_output_deltas_from = ()

@@ -68,6 +68,7 @@ class Network(Seedable):
         self.weight_modifiers = {}
         self.gradient_modifiers = {}
         self.output_name = self._guess_output_name()
+        self._compute_data_deltas = True
         for layer in layers.values():
             layer.set_handler(self.handler)
         self._initialize_states()
@@ -173,6 +174,30 @@ class Network(Seedable):
             if name == "Output" and "predictions" in layer.out_shapes:
                 return "Output.outputs.predictions"
         return None
+
+    @property
+    def compute_data_deltas(self):
+        """Whether backward passes compute the deltas of the data (default True).
+
+        Set it to False when nobody reads ``'Input.output_deltas...'`` (normal
+        training): layers fed directly by the Input layer may then skip
+        computing those deltas, which saves e.g. one of the three GEMMs of the
+        first FullyConnected layer.
+        """
+        return self._compute_data_deltas
+
+    @compute_data_deltas.setter
+    def compute_data_deltas(self, value):
+        self._compute_data_deltas = bool(value)
+        for layer in self.layers.values():
+            sources = {}
+            for conn in layer.incoming:
+                sources.setdefault(conn.input_name, set()).add(conn.start_layer)
+            layer.inputs_without_deltas = frozenset(
+                name
+                for name, starts in sources.items()
+                if not self._compute_data_deltas and starts == {"Input"}
+            )
 
     # -- access ---------------------------------------------------------------------------
     @property
