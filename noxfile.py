@@ -71,7 +71,7 @@ def _can_build_cuda_requirements() -> bool:
 
 PYTEST = "pytest>=8"
 RUFF = "ruff==0.17.6"  # pinned: a new ruff release must not break CI on its own
-LINT_PATHS = ["packages", "plugins", "noxfile.py", "tools", "examples"]
+LINT_PATHS = ["packages", "plugins", "noxfile.py", "tools", "examples", "benchmarks"]
 PYTEST_ARGS = ["-c", "pyproject.toml", "--rootdir", "."]
 
 
