@@ -410,3 +410,9 @@ def test_a_malformed_spec_creates_no_layers_in_a_network():
     # the spec is parsed before the input and output layers are made
     with pytest.raises(SpecError):
         create_net_from_spec("classification", 784, 10, "F10 X")
+
+
+def test_batch_norm_starts_as_identity_scale():
+    net = create_net_from_spec("classification", 4, 3, "F5 B F5")
+    assert np.all(net.get("BatchNorm.parameters.gamma") == 1)
+    assert np.all(net.get("BatchNorm.parameters.beta") == 0)

@@ -96,6 +96,9 @@ class Hook(Describable):
     """
 
     __undescribed__ = {"run_verbosity": None}
+    #: Whether :meth:`Trainer.evaluate` calls this hook; hooks that save, stop or
+    #: steer training say False.
+    used_by_evaluate = True
 
     def __init__(self, name=None, timescale="epoch", interval=1, verbose=None):
         if timescale not in _TIMESCALES:
@@ -196,6 +199,8 @@ def _stop(hook, reason):
 
 class _LogWatcher(Hook):
     """Common part of the hooks that watch one logged value for a criterion."""
+
+    used_by_evaluate = False
 
     def __init__(self, log_name, criterion, name, timescale, interval, verbose):
         super().__init__(name, timescale, interval, verbose)
@@ -324,6 +329,8 @@ class SaveLogs(Hook):
         interval (int): see :class:`Hook`.
     """
 
+    used_by_evaluate = False
+
     def __init__(self, filename, name=None, timescale="epoch", interval=1):
         super().__init__(name, timescale, interval)
         self.filename = os.fspath(filename)
@@ -342,6 +349,8 @@ class SaveNetwork(Hook):
         timescale (str): see :class:`Hook`.
         interval (int): see :class:`Hook`.
     """
+
+    used_by_evaluate = False
 
     def __init__(self, filename, name=None, timescale="epoch", interval=1):
         super().__init__(name, timescale, interval)
@@ -647,6 +656,8 @@ class StopAfterEpoch(Hook):
         verbose (bool | None): see :class:`Hook`.
     """
 
+    used_by_evaluate = False
+
     def __init__(self, max_epochs, name=None, timescale="epoch", interval=1, verbose=None):
         super().__init__(name, timescale, interval, verbose)
         self.max_epochs = max_epochs
@@ -722,6 +733,8 @@ class StopOnNan(Hook):
         verbose (bool | None): see :class:`Hook`.
     """
 
+    used_by_evaluate = False
+
     def __init__(
         self,
         logs_to_check=(),
@@ -771,6 +784,8 @@ class StopOnSigQuit(Hook):
         interval (int): see :class:`Hook`.
         verbose (bool | None): see :class:`Hook`.
     """
+
+    used_by_evaluate = False
 
     __undescribed__ = {"quit": False, "_previous_handler": None}
 
@@ -843,6 +858,8 @@ class ProgressBar(Hook):
             False it is cleared, leaving room for the epoch's logs. Progress
             lines (not live) are always kept. Defaults to True.
     """
+
+    used_by_evaluate = False
 
     __undescribed__ = {
         "length": None,
@@ -971,6 +988,8 @@ class InfoUpdater(Hook):
         ...     trainer.add_hook(bs.hooks.InfoUpdater(_run))
     """
 
+    used_by_evaluate = False
+
     __undescribed__ = {"run": None}
 
     def __init__(self, run, name=None, timescale="epoch", interval=1):
@@ -1006,6 +1025,8 @@ class ModifyStepperAttribute(Hook):
         >>> trainer.add_hook(bs.hooks.ModifyStepperAttribute(
         ...     bs.training.Linear(0.1, 0.01, 10), attr_name='learning_rate'))
     """
+
+    used_by_evaluate = False
 
     def __init__(
         self,
@@ -1109,6 +1130,8 @@ class BokehVisualizer(Hook):
         ImportError: if bokeh is not installed (naming the command that
             installs it).
     """
+
+    used_by_evaluate = False
 
     __undescribed__ = {"_last_logs": None, "_last_count": None}
     __default_values__ = {"refresh": 10, "inline_resources": False}

@@ -123,6 +123,11 @@ class Accuracy(Scorer):
 
     def __call__(self, true_labels, predicted, mask=None):
         """Number of correctly classified rows (mask-weighted); see :class:`Scorer`."""
+        if true_labels.shape[1] not in (1, predicted.shape[1]):
+            raise ValueError(
+                f"{self.__name__}: targets have {true_labels.shape[1]} columns; expected 1 "
+                f"(class ids) or {predicted.shape[1]} (one-hot, like the predictions)"
+            )
         if predicted.shape[1] > 1:
             predicted_class = predicted.argmax(axis=1)
             if true_labels.shape[1] == predicted.shape[1]:
@@ -161,6 +166,7 @@ class Hamming(Scorer):
 
     def __call__(self, true_labels, predicted, mask=None):
         """Sum over rows of the fraction of correct columns; see :class:`Scorer`."""
+        _check_same_shape(self, true_labels, predicted)
         decisions = predicted >= self.threshold
         correct = (decisions == true_labels.astype(bool)).astype(np.float64)
         return float(_weighted(correct, mask).sum() / true_labels.shape[1])
@@ -182,8 +188,17 @@ class MeanSquaredError(Scorer):
 
     def __call__(self, true_labels, predicted, mask=None):
         """Sum over rows of half the squared error; see :class:`Scorer`."""
+        _check_same_shape(self, true_labels, predicted)
         errors = (np.asarray(true_labels, dtype=np.float64) - predicted) ** 2
         return float(0.5 * _weighted(errors, mask).sum())
+
+
+def _check_same_shape(scorer, true_labels, predicted):
+    if np.shape(true_labels) != np.shape(predicted):
+        raise ValueError(
+            f"{scorer.__name__}: targets of shape {np.shape(true_labels)} do not match the "
+            f"outputs of shape {np.shape(predicted)}"
+        )
 
 
 def _input_or_none(net, name):

@@ -81,9 +81,10 @@ def get_in_out_layers(
             'Output'.
         mask_name (Optional[str]): name of the mask data provided by a data
             iterator, shaped ``('T', 'B', 1)``. Defaults to None (no mask).
-        use_conv (Optional[bool]): True for a 1x1 ``Convolution2D`` projection,
-            False for ``FullyConnected``; None picks convolution for 3-D
-            (image-shaped) outputs and fully connected for 1-D ones.
+        use_conv (Optional[bool]): True for a 1x1 ``Convolution2D`` projection
+            of image-shaped (3-D) outputs, False for ``FullyConnected``; None
+            picks convolution for 3-D outputs. A 1-D ``out_shape`` always gets a
+            ``FullyConnected`` projection (as in the reference).
 
     Returns:
         tuple[ConstructionWrapper, ConstructionWrapper]: the ``Input`` layer

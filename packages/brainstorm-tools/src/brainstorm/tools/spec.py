@@ -457,16 +457,19 @@ def create_net_from_spec(
         targets_name (Optional[str]): name of the targets. Defaults to 'targets'.
         mask_name (Optional[str]): name of a mask input, for injecting the
             error only at some time steps. Defaults to None (no mask).
-        use_conv (Optional[bool]): make the projection layer a 1x1
-            convolution (True) or fully connected (False); None decides from
-            the output shape.
+        use_conv (Optional[bool]): make the projection layer of a 3-D
+            (image-shaped) output a 1x1 convolution (True) or fully connected
+            (False); None decides from the output shape. A 1-D ``out_shape``
+            always gets a fully connected projection.
 
     Returns:
         brainstorm.structure.network.Network: the network, with
         ``output_name = 'Output.outputs.predictions'``, initialized with
         ``DenseSqrtFanInOut(activation)`` for every layer that has an
-        activation function, and ``Gaussian()`` as default and fallback (the
-        latter initializes their biases).
+        activation function, BatchNorm layers with ``gamma = 1`` and
+        ``beta = 0`` (the reference drew gamma from the default Gaussian, so
+        it started near 0), and ``Gaussian()`` as default and fallback (the
+        latter initializes the biases).
 
     Raises:
         SpecError: (a ``ValueError``) for a malformed spec.
@@ -498,6 +501,8 @@ def create_net_from_spec(
         activation = getattr(layer, "activation", None)
         if layer.parameter_shapes and activation in act_funcs.values():
             init[name] = DenseSqrtFanInOut(activation)
+        elif layer.type_name == "BatchNorm":
+            init[name] = {"gamma": 1.0, "beta": 0.0}
     init["default"] = Gaussian()
     init["fallback"] = Gaussian()
     net.initialize(init)

@@ -75,10 +75,16 @@ class TrainingStepper(Describable):
 
     def _forward_backward(self):
         context = self.context if self.carry_context else None
+        if context and self._context_batch_size(context) != self.net.buffer_manager.batch_size:
+            context = None  # e.g. the smaller last batch: its sequences start afresh
         self.net.forward_pass(training_pass=True, context=context)
         self.net.backward_pass()
         if self.carry_context:
             self.context = self.net.get_context()
+
+    @staticmethod
+    def _context_batch_size(context):
+        return next(iter(context.values())).shape[1]
 
     def get_state(self):
         """A copy of the stepper's state.
@@ -161,9 +167,6 @@ class SgdStepper(TrainingStepper):
         >>> trainer = bs.Trainer(bs.training.SgdStepper(learning_rate=0.01))
     """
 
-    state_names = ("update",)
-    __undescribed__ = {"update"}
-
     def __init__(self, learning_rate=0.1):
         _check_nonnegative("SgdStepper", learning_rate=learning_rate)
         self.learning_rate = learning_rate
@@ -171,9 +174,9 @@ class SgdStepper(TrainingStepper):
     def run(self):
         """Forward, backward, then ``θ ← θ − lr·g``."""
         self._forward_backward()
-        _h, params = self.net.handler, self.net.buffer.parameters
-        _h.mult_st(-self.learning_rate, self.net.buffer.gradients, self.update)
-        _h.add_tt(self.update, params, params)
+        self.net.handler.mult_add_st(
+            -self.learning_rate, self.net.buffer.gradients, self.net.buffer.parameters
+        )
 
 
 class MomentumStepper(TrainingStepper):

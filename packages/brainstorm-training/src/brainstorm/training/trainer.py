@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from collections import OrderedDict
 
 import numpy as np
@@ -91,6 +92,7 @@ class Trainer(Describable):
         "_net": None,
         "_named_data_iters": None,
         "_pending_restore": None,
+        "_in_epoch": False,
     }
     __default_values__ = {"run_file": None, "run_file_interval": 1}
 
@@ -108,6 +110,7 @@ class Trainer(Describable):
         self._net = None
         self._named_data_iters = None
         self._pending_restore = None
+        self._in_epoch = False
 
     def __init_from_description__(self, description):
         hooks = sorted(getattr(self, "hooks", {}).values(), key=lambda hook: hook.priority)
@@ -236,11 +239,10 @@ class Trainer(Describable):
             self._apply_pending_restore(net, named_data_iters)
         try:
             self._start_hooks(net, named_data_iters)
-            if not resuming:
-                self._emit_hooks(net, "update")
-                if self._emit_hooks(net, "epoch"):
-                    self._maybe_save_run(stopped=True)
-                    return
+            # epoch 0: update hooks, then (if none asked to stop) epoch hooks
+            if not resuming and (self._emit_hooks(net, "update") or self._emit_hooks(net, "epoch")):
+                self._maybe_save_run(stopped=True)
+                return
             self._train_epochs(net, training_data_iter)
         finally:
             self._end_hooks()
@@ -252,6 +254,7 @@ class Trainer(Describable):
             self._print_header(f"Epoch {self.current_epoch_nr}")
             scores = {}
             stop = False
+            self._in_epoch = True
             for _ in run_network(net, training_data_iter(handler=net.handler)):
                 self.current_update_nr += 1
                 self.stepper.run()
@@ -260,6 +263,7 @@ class Trainer(Describable):
                 if self._emit_hooks(net, "update"):
                     stop = True
                     break
+            self._in_epoch = False
             if scores:
                 rolling = aggregate_losses_and_scores(scores, net, self.train_scorers)
                 self._add_log("rolling_training", rolling)
@@ -269,9 +273,10 @@ class Trainer(Describable):
                 return
 
     def evaluate(self, net, **named_data_iters):
-        """Call every hook once on ``net`` (no training) and return what they logged.
+        """Call every monitoring hook once on ``net`` (no training); return what they logged.
 
-        Useful to run the monitors on other data, e.g. a test set:
+        Hooks that save, stop or steer training (``used_by_evaluate = False``)
+        are left out. Useful to run the monitors on other data, e.g. a test set:
         ``trainer.evaluate(net, valid_getter=test_iter)``.
 
         Args:
@@ -282,12 +287,25 @@ class Trainer(Describable):
             dict: the logs of this evaluation (also kept in ``self.results``).
         """
         self.results = {}
+        hooks = [(n, h) for n, h in self.hooks.items() if getattr(h, "used_by_evaluate", True)]
         try:
-            self._start_hooks(net, dict(named_data_iters))
-            self._emit_hooks(net, "update", self.results)
-            self._emit_hooks(net, "epoch", self.results)
+            for _, hook in hooks:
+                hook.start(net, self.stepper, self.verbose, dict(named_data_iters))
+            for name, hook in hooks:  # each once, whatever its timescale and interval
+                result = hook(
+                    epoch_nr=self.current_epoch_nr,
+                    update_nr=self.current_update_nr,
+                    net=net,
+                    stepper=self.stepper,
+                    logs=self.results,
+                )
+                if result is not None:
+                    self._add_log(name, result, hook.verbose, self.results)
         finally:
-            self._end_hooks()
+            for _, hook in hooks:
+                end = getattr(hook, "end", None)
+                if end is not None:
+                    end()
         return self.results
 
     # ------------------------------------------------------------ saving a run
@@ -323,21 +341,40 @@ class Trainer(Describable):
         network, of its handler and of every data iterator of the last
         :meth:`train` call (but not their data). No pickle is used.
 
-        Call it during training (``save_run_every``, or from a hook) or after
-        :meth:`train` returned. A run saved at the end of an epoch continues
-        with the next epoch.
+        Call it from an epoch hook, through ``save_run_every``, or after
+        :meth:`train` returned; the continued run starts with the next epoch.
+        A ``SaveBestNetwork`` without a filename keeps its best network in
+        memory only, which is not saved (a warning says so).
 
         Args:
             filename (str | os.PathLike): the file to write.
 
         Raises:
-            RuntimeError: if :meth:`train` was never called.
+            RuntimeError: if :meth:`train` was never called, or an epoch is in
+                progress.
         """
         from brainstorm.structure.network_file import atomic_write_hdf5
         from brainstorm.utils import get_brainstorm_info
 
         if self._net is None:
             raise RuntimeError("save_run needs a network: call train() first")
+        if self._in_epoch:
+            raise RuntimeError(
+                "save_run cannot save in the middle of an epoch (the rest of the epoch would "
+                "be skipped when continuing); save from an epoch hook or use save_run_every"
+            )
+        unsaved = [
+            name
+            for name, hook in self.hooks.items()
+            if type(hook).__name__ == "SaveBestNetwork" and getattr(hook, "filename", None) is None
+        ]
+        if unsaved:
+            warnings.warn(
+                f"save_run does not store the best network that {unsaved} keep in memory; "
+                f"give them a filename to keep it across a resumed run",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         net = self._net
         trainer_description = get_description(self)
         net_description = get_description(net)
@@ -445,21 +482,23 @@ class Trainer(Describable):
                     _read_rnd_state(chain_group[str(i)]) if str(i) in chain_group else None
                     for i in range(depth)
                 ]
-        for what, values, target in (
-            ("parameters", params, net.buffer.parameters),
-            ("states", states, net.buffer.states),
-        ):
-            if values.shape != tuple(target.shape):
-                raise ValueError(
-                    f"{filename}: saved {what} have shape {values.shape}, the network's "
-                    f"{tuple(target.shape)}"
-                )
-            net.handler.set_from_numpy(target, values)
         if stored_stepper.get("@type") != type(self.stepper).__name__:
             raise ValueError(
                 f"{filename}: the run was trained with {stored_stepper.get('@type')}, this "
                 f"trainer has {type(self.stepper).__name__}"
             )
+        targets = (
+            ("parameters", params, net.buffer.parameters),
+            ("states", states, net.buffer.states),
+        )
+        for what, values, target in targets:
+            if values.shape != tuple(target.shape):
+                raise ValueError(
+                    f"{filename}: saved {what} have shape {values.shape}, the network's "
+                    f"{tuple(target.shape)}"
+                )
+        for _, values, target in targets:
+            net.handler.set_from_numpy(target, values)
         for key, value in stored_stepper.items():
             if key != "@type":  # settings changed during training, e.g. the learning rate
                 setattr(self.stepper, key, create_from_description(value))
@@ -472,22 +511,25 @@ class Trainer(Describable):
         self._pending_restore = {"stepper": stepper_state, "iterators": iterator_states}
 
     def _apply_pending_restore(self, net, named_data_iters):
-        pending, self._pending_restore = self._pending_restore, None
-        self.stepper.set_state(pending["stepper"])
+        pending = self._pending_restore
         saved = pending["iterators"]
         if set(saved) != set(named_data_iters):
             raise ValueError(
                 f"The saved run used the data iterators {sorted(saved)}, but train() was "
                 f"given {sorted(named_data_iters)}; pass the same names to continue it"
             )
+        chains = {name: _iterator_chain(named_data_iters[name]) for name in saved}
         for name, states in saved.items():
-            chain = _iterator_chain(named_data_iters[name])
-            if len(chain) != len(states):
+            if len(chains[name]) != len(states):
                 raise ValueError(
-                    f"Data iterator {name!r} wraps {len(chain)} iterators, the saved one "
-                    f"{len(states)}; create it as in the saved run"
+                    f"Data iterator {name!r} wraps {len(chains[name])} iterators, the saved "
+                    f"one {len(states)}; create it as in the saved run"
                 )
-            for it, state in zip(chain, states):
+        # everything fits: apply, and only now forget the pending state
+        self._pending_restore = None
+        self.stepper.set_state(pending["stepper"])
+        for name, states in saved.items():
+            for it, state in zip(chains[name], states):
                 rnd = getattr(it, "rnd", None)
                 if state is not None and rnd is not None:
                     rnd.set_state(state)
@@ -574,8 +616,6 @@ def _read_rnd_state(dataset):
 def _set_rnd_state(handler, state, filename):
     rnd = getattr(handler, "rnd", None)
     if rnd is None or not hasattr(rnd, "set_state"):
-        import warnings
-
         warnings.warn(
             f"{filename}: cannot restore the random state of {type(handler).__name__}",
             RuntimeWarning,

@@ -1,0 +1,125 @@
+"""Regression tests for defects found in review."""
+
+import numpy as np
+import pytest
+from training_test_helpers import Recorder, make_data, make_net
+
+import brainstorm as bs
+from brainstorm.hooks import Hook
+from brainstorm.scorers import Accuracy, Hamming, MeanSquaredError
+
+
+class StopAtOnce(Hook):
+    def __call__(self, epoch_nr, update_nr, net, stepper, logs):
+        raise StopIteration("stop")
+
+
+def iterator(x, t, batch_size=5):
+    return bs.data_iterators.Minibatches(batch_size, default=x, targets=t, shuffle=True)
+
+
+def test_update_hook_stopping_at_epoch_zero_stops_training():
+    x, t = make_data(10)
+    calls = []
+    trainer = bs.Trainer(bs.training.SgdStepper(0.1), verbose=False)
+    trainer.add_hook(StopAtOnce(timescale="update"))
+    trainer.add_hook(Recorder(calls, name="epoch_hook"))
+    trainer.train(make_net(), iterator(x, t))
+    assert trainer.current_epoch_nr == 0 and trainer.current_update_nr == 0
+    assert calls == []  # the epoch hooks of round 0 do not run after a stop
+
+
+def _trainer(epochs):
+    trainer = bs.Trainer(bs.training.MomentumStepper(0.1, 0.9), verbose=False)
+    trainer.add_hook(bs.hooks.MonitorLoss("valid"))
+    trainer.add_hook(bs.hooks.StopAfterEpoch(epochs))
+    return trainer
+
+
+def test_failed_resume_can_be_retried(tmp_path):
+    x, t = make_data(20)
+    bs.global_rnd.set_seed(5)
+    net = make_net()
+    _trainer(4).train(net, iterator(x, t), valid=iterator(x, t))
+    reference = net.get("parameters")
+    bs.global_rnd.set_seed(5)
+    trainer = _trainer(2)
+    trainer.save_run_every(tmp_path / "run.hdf5")
+    trainer.train(make_net(), iterator(x, t), valid=iterator(x, t))
+    resumed, net = bs.Trainer.load_run(tmp_path / "run.hdf5")
+    resumed.hooks["StopAfterEpoch"].max_epochs = 4
+    with pytest.raises(ValueError, match="pass the same names"):
+        resumed.train(net, iterator(x, t), validation=iterator(x, t))
+    resumed.train(net, iterator(x, t), valid=iterator(x, t))
+    assert len(resumed.logs["MonitorLoss"]["total_loss"]) == 5
+    assert np.array_equal(net.get("parameters"), reference)
+
+
+def test_restore_run_checks_everything_before_changing_the_network(tmp_path):
+    x, t = make_data(10)
+    trainer = _trainer(1)
+    trainer.train(make_net(), iterator(x, t), valid=iterator(x, t))
+    trainer.save_run(tmp_path / "run.hdf5")
+    net = make_net(seed=7)
+    before = net.get("parameters")
+    other = bs.Trainer(bs.training.AdamStepper(), verbose=False)
+    with pytest.raises(ValueError, match="trained with MomentumStepper"):
+        other.restore_run(tmp_path / "run.hdf5", net)
+    assert np.array_equal(net.get("parameters"), before)
+
+
+def test_save_run_refuses_the_middle_of_an_epoch(tmp_path):
+    class SaveNow(Hook):
+        def __call__(self, epoch_nr, update_nr, net, stepper, logs):
+            if update_nr == 2:
+                trainer.save_run(tmp_path / "run.hdf5")
+
+    x, t = make_data(20)
+    trainer = _trainer(1)
+    trainer.add_hook(SaveNow(timescale="update"))
+    with pytest.raises(RuntimeError, match="middle of an epoch"):
+        trainer.train(make_net(), iterator(x, t), valid=iterator(x, t))
+
+
+def test_evaluate_calls_monitors_once_with_fresh_logs(tmp_path):
+    x, t = make_data(10)
+    trainer = bs.Trainer(bs.training.SgdStepper(0.1), verbose=False)
+    trainer.add_hook(bs.hooks.MonitorScores("valid", [Accuracy()], name="validation", interval=2))
+    trainer.add_hook(
+        bs.hooks.SaveBestNetwork("validation.Accuracy", filename=str(tmp_path / "best.hdf5"))
+    )
+    trainer.add_hook(bs.hooks.StopAfterEpoch(3))
+    net = make_net()
+    trainer.train(net, iterator(x, t), valid=iterator(x, t))
+    saved = (tmp_path / "best.hdf5").stat().st_mtime_ns
+    results = trainer.evaluate(net, valid=iterator(x, t))
+    assert list(results) == ["validation"]
+    assert len(results["validation"]["Accuracy"]) == 1
+    assert (tmp_path / "best.hdf5").stat().st_mtime_ns == saved
+
+
+def test_carry_context_starts_afresh_when_the_batch_size_changes():
+    inp = bs.layers.Input({"default": ("T", "B", 2), "targets": ("T", "B", 1)})
+    out = bs.layers.SoftmaxCE(name="Output")
+    inp >> bs.layers.Lstm(3) >> bs.layers.FullyConnected(2, "linear") >> out
+    inp - "targets" >> "targets" - out - "loss" >> bs.layers.Loss()
+    net = bs.Network.from_layer(out)
+    net.initialize(bs.initializers.Gaussian(0.1))
+    rng = np.random.RandomState(0)
+    x, t = rng.randn(4, 7, 2), rng.randint(0, 2, (4, 7, 1))
+    stepper = bs.training.SgdStepper(0.1)
+    stepper.carry_context = True
+    trainer = bs.Trainer(stepper, verbose=False)
+    trainer.add_hook(bs.hooks.StopAfterEpoch(2))
+    trainer.train(net, bs.data_iterators.Minibatches(3, shuffle=False, default=x, targets=t))
+    assert trainer.current_update_nr == 6
+
+
+def test_scorers_reject_mismatched_shapes():
+    predicted = np.full((4, 3), 1 / 3)
+    with pytest.raises(ValueError, match="do not match"):
+        Hamming()(np.zeros((4, 1)), predicted)
+    with pytest.raises(ValueError, match="do not match"):
+        MeanSquaredError()(np.zeros((4, 1)), predicted)
+    with pytest.raises(ValueError, match="columns"):
+        Accuracy()(np.zeros((4, 2)), predicted)
