@@ -3,7 +3,9 @@
 A train step is ``forward_pass(training_pass=True)``, ``backward_pass()`` and a
 plain SGD update of the flat parameter buffer with a handler op
 (``mult_add_st(-lr, gradients, parameters)``); the batch is copied into the
-network once, before timing. The networks:
+network once, before timing. The networks run with ``net.compute_data_deltas =
+False``, as training does: nobody reads the deltas of the data, so the first
+layer skips computing them (``--data-deltas`` computes them anyway). The networks:
 
 * ``mlp``: the mnist_pi MLP, 784-1200-1200-10 (rel, rel, linear) -> SoftmaxCE,
   batch 100, without the reference's Dropout layers (``--mlp-dropout`` adds them:
@@ -16,8 +18,9 @@ network once, before timing. The networks:
 
 The FLOPs of a step are counted analytically from the matrix products alone,
 ``2 * M * N * K`` per GEMM: each forward product plus its two backward products
-(input deltas and weight gradients), i.e. 3x the forward FLOPs; convolutions as
-im2col GEMMs. Activations, pooling, softmax and the update are not counted. The
+(input deltas and weight gradients), i.e. 3x the forward FLOPs, except the
+input-delta products a layer skips because its input is the data (only the
+products actually computed are counted); convolutions as im2col GEMMs. Activations, pooling, softmax and the update are not counted. The
 achieved GFLOP/s are compared with NumPy's own float32 GEMM peak measured in the
 same run: the median of 7 square ``np.dot`` of size 2048, measured before and
 after each network; the largest measurement is used (the least disturbed by
@@ -177,12 +180,15 @@ def train_step_gemms(net, time_steps, batch_size):
     Forward ``(M, K) @ (K, N)``, then the two backward products of each
     (input deltas and weight gradients), so every layer does 3x its forward
     FLOPs. Convolutions are counted as im2col GEMMs, the Lstm as one input
-    projection for all time steps plus one recurrent product per step.
+    projection for all time steps plus one recurrent product per step. The
+    input-delta product of a layer that skips the deltas of its input
+    (``layer.inputs_without_deltas``, see ``net.compute_data_deltas``) is left out.
     """
     gemms = {}
     rows = time_steps * batch_size
     for name, layer in net.layers.items():
         kind = layer.type_name
+        skip = "default" in layer.inputs_without_deltas
         if kind == "FullyConnected":
             n_in = layer.in_shapes["default"].feature_size
             n_out = layer.out_shapes["default"].feature_size
@@ -209,6 +215,8 @@ def train_step_gemms(net, time_steps, batch_size):
                 (n_in, rows, gates, 1),  # input weight gradients
                 (size, rows, gates, 1),  # recurrent weight gradients
             ]
+        if skip and name in gemms:  # the second product is always the input deltas
+            del gemms[name][3 if kind == "Lstm" else 1]
     return gemms
 
 
@@ -317,6 +325,8 @@ def run_network(key, args):
     else:
         net, data = BUILDERS[key]()
     time_size, batch_size = data["default"].shape[:2]
+    # training: nobody reads the data's deltas, so the first layer may skip them
+    net.compute_data_deltas = args.data_deltas
     net.provide_external_data(data)
     gemms = train_step_gemms(net, time_size, batch_size)
     layer_flops = {name: gemm_flops(g) for name, g in gemms.items()}
@@ -343,6 +353,7 @@ def run_network(key, args):
         "gemm_only_gflops_per_s": step_flops / gemm_only / 1e9,
         "gemm_peak_gflops": {"before": peak_before, "after": peak_after},
         "target_fraction": TARGETS[key],
+        "compute_data_deltas": net.compute_data_deltas,
     }
     if args.breakdown:
         result["layers"] = layer_breakdown(net, layer_flops)
@@ -399,6 +410,11 @@ def print_report(env, peaks, results):
         "ms/step, GFLOP/s, of peak: the median step; best: the fastest step; GEMMs: the\n"
         "step's matrix products alone (np.dot at the same shapes, back to back), a ceiling"
     )
+    if any(not r.get("compute_data_deltas", True) for r in results):
+        print(
+            "net.compute_data_deltas = False (training: nobody reads the data's deltas): the\n"
+            "layers fed by the data skip their input-delta products, which are not counted"
+        )
     for r in results:
         if "layers" in r:
             print(f"\nPer-layer time of {r['network']} (each pass run alone, median):")
@@ -423,6 +439,11 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--only", default="mlp,cnn,lstm", help="comma-separated networks")
     parser.add_argument("--mlp-dropout", action="store_true", help="the reference's Dropouts")
+    parser.add_argument(
+        "--data-deltas",
+        action="store_true",
+        help="compute the deltas of the data too (net.compute_data_deltas = True)",
+    )
     parser.add_argument("--breakdown", action="store_true", help="time every layer alone")
     parser.add_argument("--profile", action="store_true", help="cProfile some steps")
     args = parser.parse_args(argv)

@@ -711,6 +711,8 @@ class Handler(Describable):
             padding: int, as in the forward pass.
             stride: ``(sh, sw)``, as in the forward pass.
             in_deltas: ``(N, H, W, C)``; the deltas of the inputs are ADDED to it.
+                ``None``: the deltas of the inputs are not computed (a layer whose
+                input deltas nobody reads, see ``Layer.inputs_without_deltas``).
             out_deltas: ``(N, Ho, Wo, F)``, the deltas of the outputs.
             weight_deltas: ``(F, kh, kw, C)``, OVERWRITTEN with the gradient of the weights.
             bias_deltas: ``(F,)``, OVERWRITTEN with the gradient of the bias.

@@ -673,6 +673,7 @@ class DebugHandler(Handler):
     ):
         call = self._call(
             "conv2d_backward_batch",
+            optional=("in_deltas",),  # None: the input deltas are not computed
             inputs=inputs,
             weights=weights,
             in_deltas=in_deltas,
@@ -681,15 +682,18 @@ class DebugHandler(Handler):
             bias_deltas=bias_deltas,
         )
         self._check_conv(call, padding, stride, outputs="out_deltas", bias="bias_deltas")
-        call.expect_shape("in_deltas", inputs.shape, " (the shape of inputs)")
+        written = ("weight_deltas", "bias_deltas")
+        if in_deltas is not None:
+            call.expect_shape("in_deltas", inputs.shape, " (the shape of inputs)")
+            written = ("in_deltas", *written)
         call.expect_shape("weight_deltas", weights.shape, " (the shape of weights)")
-        call.writes("in_deltas", "weight_deltas", "bias_deltas", inplace=False)
+        call.writes(*written, inplace=False)
         self.handler.conv2d_backward_batch(
             inputs.array,
             weights.array,
             padding,
             stride,
-            in_deltas.array,
+            None if in_deltas is None else in_deltas.array,
             out_deltas.array,
             weight_deltas.array,
             bias_deltas.array,

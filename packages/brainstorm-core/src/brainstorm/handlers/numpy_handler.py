@@ -2,9 +2,10 @@
 
 All arithmetic happens in the handler's dtype (float32 unless asked otherwise).
 Ops write through ``out=`` or ``out[...] =`` so that they work on the strided
-views the network layout hands out. Convolution is one im2col over the whole
-batch followed by one matrix product; pooling loops over the kernel offsets
-only, each step vectorized over the batch, the output pixels and the channels.
+views the network layout hands out. Convolution is im2col + one matrix product
+per chunk of images (a few MB of columns, so they stay in the cache; no loop over
+single images or pixels); pooling loops over the kernel offsets only, each step
+vectorized over a chunk of images, the output pixels and the channels.
 """
 
 from __future__ import annotations
@@ -140,7 +141,22 @@ class NumpyHandler(Handler):
         np.multiply(t, self._scalar(s), out=out)
 
     def mult_add_st(self, s, t, out):
-        out += self._scalar(s) * t
+        s = self._scalar(s)
+        if out.size <= _CHUNK or t.shape != out.shape:
+            out += s * t
+            return
+        # chunked through a small scratch: a temporary as large as the whole
+        # parameter buffer would come from fresh pages on every SGD update
+        flat_t, flat_out = t.reshape(-1), out.reshape(-1)
+        if not (np.may_share_memory(flat_out, out) and np.may_share_memory(flat_t, t)):
+            out += s * t  # not views: reshaping would copy
+            return
+        scratch = np.empty(_CHUNK, dtype=np.result_type(s, t))
+        for start in range(0, out.size, _CHUNK):
+            stop = min(start + _CHUNK, out.size)
+            part = scratch[: stop - start]
+            np.multiply(flat_t[start:stop], s, out=part)
+            np.add(flat_out[start:stop], part, out=flat_out[start:stop])
 
     # ------------------------------------------- matrix with broadcast vector
 
@@ -273,35 +289,117 @@ class NumpyHandler(Handler):
     def conv2d_forward_batch(self, inputs, weights, bias, outputs, padding, stride):
         n, ho, wo, f = outputs.shape
         padded = self._pad(inputs, padding, 0)
-        columns = _windows(padded, weights.shape[1:3], stride, (ho, wo)).reshape(n * ho * wo, -1)
-        result = np.dot(columns, weights.reshape(f, -1).T)
-        result += bias
-        outputs[...] = result.reshape(outputs.shape)
+        filters = weights.reshape(f, -1).T
+        flat = outputs.reshape(n * ho * wo, f)
+        if not (flat.flags.c_contiguous and np.may_share_memory(flat, outputs)):
+            flat = np.empty((n * ho * wo, f), dtype=self.dtype)  # copied back below
+        # im2col and GEMM in chunks of images whose columns stay in the cache
+        pixels = ho * wo
+        for start, stop in _image_chunks(n, pixels * filters.shape[0]):
+            columns = _windows(padded[start:stop], weights.shape[1:3], stride, (ho, wo))
+            columns = columns.reshape((stop - start) * pixels, -1)
+            np.dot(columns, filters, out=flat[start * pixels : stop * pixels])
+        flat += bias
+        if not np.may_share_memory(flat, outputs):
+            outputs[...] = flat.reshape(outputs.shape)
 
     def conv2d_backward_batch(
         self, inputs, weights, padding, stride, in_deltas, out_deltas, weight_deltas, bias_deltas
     ):
         n, ho, wo, f = out_deltas.shape
-        window = weights.shape[1:3]
-        padded = self._pad(inputs, padding, 0)
-        columns = _windows(padded, window, stride, (ho, wo)).reshape(n * ho * wo, -1)
-        deltas = out_deltas.reshape(n * ho * wo, f)
-        weight_deltas[...] = np.dot(deltas.T, columns).reshape(weight_deltas.shape)
-        bias_deltas[...] = deltas.sum(axis=0)
-        column_deltas = np.dot(deltas, weights.reshape(f, -1))
-        column_deltas = column_deltas.reshape((n, ho, wo) + weights.shape[1:])
-        self._add_windows(
-            lambda i, j: column_deltas[:, :, :, i, j], window, padding, stride, in_deltas
-        )
+        _, kh, kw, c = weights.shape
+        (sh, sw), p = stride, padding
+        _, h, w, _ = inputs.shape
+        padded = self._pad(inputs, p, 0)
+        filters = weights.reshape(f, -1)
+        all_deltas = out_deltas.reshape(n * ho * wo, f)
+        # a matrix-vector product beats sum(axis=0) over the (N*Ho*Wo, F) deltas
+        ones = np.ones(all_deltas.shape[0], dtype=all_deltas.dtype)
+        if bias_deltas.flags.c_contiguous and bias_deltas.dtype == all_deltas.dtype:
+            np.dot(ones, all_deltas, out=bias_deltas)
+        else:
+            bias_deltas[...] = np.dot(ones, all_deltas)
+        gradient = np.zeros((filters.shape[1], f), dtype=self.dtype)
+        pixels = ho * wo
+        flip = stride == (1, 1) and kh == kw and p < kh and c >= _FLIPPED_MIN_CHANNELS
+        if in_deltas is not None and flip:
+            # stride 1: the input deltas are the convolution of the output deltas,
+            # padded by kh - 1 - p, with the flipped kernel (filters and channels
+            # swapped): one chunked im2col GEMM, no scattered adds
+            flipped = np.ascontiguousarray(weights[:, ::-1, ::-1, :].transpose(3, 1, 2, 0))
+            full = np.empty(in_deltas.shape, dtype=self.dtype)
+            no_bias = np.zeros(c, dtype=self.dtype)
+            self.conv2d_forward_batch(out_deltas, flipped, no_bias, full, kh - 1 - p, (1, 1))
+            in_deltas += full
+            in_deltas = None  # done
+        # chunks of images whose columns (and column deltas) stay in the cache
+        for start, stop in _image_chunks(n, pixels * filters.shape[1]):
+            count = stop - start
+            columns = _windows(padded[start:stop], (kh, kw), stride, (ho, wo))
+            columns = columns.reshape(count * pixels, -1)
+            deltas = all_deltas[start * pixels : stop * pixels]
+            # (K, F) with the long reduction innermost in both operands: faster than
+            # deltas.T @ columns, and it holds up better when the machine is busy
+            gradient += np.dot(columns.T, deltas)
+            if in_deltas is None:
+                continue
+            # column deltas offset-major, (kh, kw, C, n, Ho, Wo): every kernel offset
+            # adds a block with long contiguous rows into a (C, n, Hp, Wp) accumulator
+            column_deltas = np.dot(filters.T, deltas.T).reshape(kh, kw, c, count, ho, wo)
+            acc = np.zeros((c, count, h + 2 * p, w + 2 * p), dtype=self.dtype)
+            for i in range(kh):
+                for j in range(kw):
+                    acc[:, :, i : i + sh * ho : sh, j : j + sw * wo : sw] += column_deltas[i, j]
+            in_deltas[start:stop] += acc[:, :, p : p + h, p : p + w].transpose(1, 2, 3, 0)
+        weight_deltas[...] = gradient.T.reshape(weight_deltas.shape)
 
     def maxpool2d_forward_batch(self, inputs, window, outputs, padding, stride, argmax):
+        kh, kw = window
+        _, _, width, channels = inputs.shape
         windows = _windows(self._pad(inputs, padding, -np.inf), window, stride, outputs.shape[1:3])
-        corner = self._corner_index(inputs.shape, padding, stride, outputs.shape)
-        width, channels = inputs.shape[2:]
+        if kh * kw > 256:  # the offsets do not fit uint8
+            self._maxpool_forward_wide(windows, inputs.shape, padding, stride, outputs, argmax)
+            return
+        # running maximum and the offset (k = i * kw + j) of the first winner, as uint8,
+        # in chunks of images small enough for the cache
+        best = np.empty(outputs.shape, dtype=self.dtype)
+        winner = np.zeros(outputs.shape, dtype=np.uint8)
+        per_image = int(np.prod(outputs.shape[1:]))
+        chunks = _image_chunks(outputs.shape[0], per_image, _CHUNK)
+        largest = max((stop - start for start, stop in chunks), default=0)
+        better = np.empty((largest, *outputs.shape[1:]), dtype=bool)
+        step = np.empty((largest, *outputs.shape[1:]), dtype=np.uint8)
+        for start, stop in chunks:
+            part_best, part_winner = best[start:stop], winner[start:stop]
+            part_better, part_step = better[: stop - start], step[: stop - start]
+            part_best[...] = windows[start:stop, :, :, 0, 0]
+            for k in range(1, kh * kw):
+                candidate = windows[start:stop, :, :, k // kw, k % kw]
+                np.greater(candidate, part_best, out=part_better)  # strict: the first wins
+                np.maximum(part_best, candidate, out=part_best)
+                # winner = k where better, arithmetically (uint8 wraps around): faster
+                # than a masked copy
+                np.subtract(k, part_winner, out=part_step, dtype=np.uint8)
+                np.multiply(part_step, part_better, out=part_step)
+                part_winner += part_step
+        winner = winner.astype(np.intp)
+        corner = self._corner_index(inputs.shape, padding, stride, outputs.shape, np.intp)
+        index = corner + ((winner // kw) * width + winner % kw) * channels
+        if padding and not np.isfinite(best).all():  # windows made only of padding
+            found = best != -np.inf
+            best = np.where(found, best, 0)
+            index = np.where(found, index, -1)
+        np.copyto(outputs, best)
+        np.copyto(argmax, index, casting="unsafe")
+
+    def _maxpool_forward_wide(self, windows, in_shape, padding, stride, outputs, argmax):
+        """Max pooling for windows of more than 256 pixels (a masked copy per offset)."""
+        corner = self._corner_index(in_shape, padding, stride, outputs.shape)
+        width, channels = in_shape[2:]
         best = np.full(outputs.shape, -np.inf, dtype=self.dtype)
         best_index = np.full(outputs.shape, -1, dtype=self.dtype)
-        for i in range(window[0]):
-            for j in range(window[1]):
+        for i in range(windows.shape[3]):
+            for j in range(windows.shape[4]):
                 candidate = windows[:, :, :, i, j]
                 better = candidate > best  # strict: the first maximum in the window wins
                 np.copyto(best, candidate, where=better)
@@ -312,13 +410,20 @@ class NumpyHandler(Handler):
     def maxpool2d_backward_batch(
         self, inputs, window, outputs, padding, stride, argmax, in_deltas, out_deltas
     ):
-        corner = self._corner_index(inputs.shape, padding, stride, out_deltas.shape)
-        width, channels = inputs.shape[2:]
-
-        def winner_deltas(i, j):
-            return np.where(argmax == corner + (i * width + j) * channels, out_deltas, 0)
-
-        self._add_windows(winner_deltas, window, padding, stride, in_deltas)
+        n, h, w, c = inputs.shape
+        size = h * w * c
+        index = argmax.astype(np.intp)
+        index += (np.arange(n, dtype=np.intp) * size)[:, None, None, None]
+        valid = argmax >= 0  # windows made only of padding (index -1) add nothing
+        flat = in_deltas.reshape(-1)
+        if np.may_share_memory(flat, in_deltas):  # a view: add into it directly
+            if valid.all():
+                np.add.at(flat, index.ravel(), out_deltas.ravel())
+            else:
+                np.add.at(flat, index[valid], out_deltas[valid])
+        else:
+            sums = np.bincount(index[valid], weights=out_deltas[valid], minlength=n * size)
+            in_deltas += sums.reshape(in_deltas.shape).astype(self.dtype)
 
     def avgpool2d_forward_batch(self, inputs, window, outputs, padding, stride):
         windows = _windows(self._pad(inputs, padding, 0), window, stride, outputs.shape[1:3])
@@ -368,7 +473,7 @@ class NumpyHandler(Handler):
                 padded[:, i : i + sh * ho : sh, j : j + sw * wo : sw] += part
         images += padded[:, padding : padding + h, padding : padding + w]
 
-    def _corner_index(self, in_shape, padding, stride, out_shape):
+    def _corner_index(self, in_shape, padding, stride, out_shape, dtype=None):
         """``(Ho, Wo, C)``: in-image index of the top-left pixel of every window.
 
         The index of pixel (y, x), channel c, is ``(y * W + x) * C + c``; the
@@ -379,7 +484,7 @@ class NumpyHandler(Handler):
         _, ho, wo, _ = out_shape
         top = np.arange(ho)[:, None, None] * stride[0] - padding
         left = np.arange(wo)[None, :, None] * stride[1] - padding
-        return ((top * w + left) * c + np.arange(c)).astype(self.dtype)
+        return ((top * w + left) * c + np.arange(c)).astype(dtype or self.dtype)
 
     def _pixels_per_window(self, in_shape, window, padding, stride, out_shape):
         """``(Ho, Wo, 1)``: how many non-padding pixels each window holds (at least 1)."""
@@ -393,6 +498,27 @@ class NumpyHandler(Handler):
 
         counts = inside(h, kh, sh, ho)[:, None] * inside(w, kw, sw, wo)[None, :]
         return np.maximum(counts, 1)[:, :, None].astype(self.dtype)
+
+
+#: Elements per chunk of the chunked elementwise ops (256 KB of float32: stays in cache).
+_CHUNK = 1 << 16
+
+
+#: Floats of im2col columns per chunk of images (4 MB of float32: stays in the cache).
+_COLUMNS_PER_CHUNK = 1 << 20
+
+
+#: Input deltas of stride-1 convolutions with at least this many input channels are
+#: computed as a convolution with the flipped kernel (with fewer, its GEMM is too thin).
+_FLIPPED_MIN_CHANNELS = 8
+
+
+def _image_chunks(n, floats_per_image, floats_per_chunk=None):
+    """``(start, stop)`` chunks of ``n`` images of about ``floats_per_chunk`` floats
+    (default ``_COLUMNS_PER_CHUNK``)."""
+    per_chunk = floats_per_chunk or _COLUMNS_PER_CHUNK
+    per_chunk = max(1, per_chunk // max(1, floats_per_image))
+    return [(start, min(start + per_chunk, n)) for start in range(0, n, per_chunk)]
 
 
 def _scratch(out, *inputs):

@@ -900,6 +900,17 @@ def _conv_cases(n, height, width, c, f, kh, kw, padding, stride):
         d_in, d_w, d_b = reference_conv2d_backward(inputs, weights, padding, stride, out_deltas)
         return {"in_deltas": in_deltas + d_in, "weight_deltas": d_w, "bias_deltas": d_b}
 
+    def backward_without_in_deltas(h, inputs, weights, out_deltas, weight_deltas, bias_deltas):
+        return h.conv2d_backward_batch(
+            inputs, weights, padding, stride, None, out_deltas, weight_deltas, bias_deltas
+        )
+
+    def backward_without_in_deltas_reference(
+        inputs, weights, out_deltas, weight_deltas, bias_deltas
+    ):
+        _, d_w, d_b = reference_conv2d_backward(inputs, weights, padding, stride, out_deltas)
+        return {"weight_deltas": d_w, "bias_deltas": d_b}
+
     forward_arrays = {
         "inputs": (images, _normal),
         "weights": (filters, _normal),
@@ -928,6 +939,13 @@ def _conv_cases(n, height, width, c, f, kh, kw, padding, stride):
             backward_arrays,
             backward,
             backward_reference,
+        ),
+        _case(  # in_deltas None: the input deltas are not computed
+            f"conv2d_backward_batch_no_in_deltas{label}",
+            "conv2d_backward_batch",
+            {k: v for k, v in backward_arrays.items() if k != "in_deltas"},
+            backward_without_in_deltas,
+            backward_without_in_deltas_reference,
         ),
     ]
 

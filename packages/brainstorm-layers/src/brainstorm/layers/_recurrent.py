@@ -191,7 +191,8 @@ class RecurrentLayerBase(Layer):
     def project_inputs_backward(self, buffers, dG, W, dW, db):
         """The backward pass of :meth:`project_inputs` for all time steps at once.
 
-        Adds to the input deltas of ``default``, overwrites ``dW`` and ``db``.
+        Adds to the input deltas of ``default`` (unless ``default`` is among the
+        layer's ``inputs_without_deltas``), overwrites ``dW`` and ``db``.
 
         Args:
             buffers: the layer's BufferView.
@@ -202,7 +203,8 @@ class RecurrentLayerBase(Layer):
         """
         _h, flat_dG = self.handler, flatten_time(dG)
         x = flatten_time_and_features(buffers.inputs.default)
-        _h.dot_add_mm(flat_dG, W, flatten_time_and_features(buffers.input_deltas.default))
+        if "default" not in self.inputs_without_deltas:  # nobody reads the data's deltas
+            _h.dot_add_mm(flat_dG, W, flatten_time_and_features(buffers.input_deltas.default))
         _h.dot_mm(flat_dG, x, dW, transa=True)
         _h.sum_t(flat_dG, axis=0, out=db)
 

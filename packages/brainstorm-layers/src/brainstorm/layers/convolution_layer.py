@@ -188,12 +188,13 @@ class Convolution2DLayerImpl(Layer):
             dH = flatten_time(buffers.internals.dH)
             # The pre-activation was never stored: derivatives are computed from y.
             _h.act_func_deriv[self.activation](y, y, dy, dH)
+        skip = "default" in self.inputs_without_deltas  # nobody reads the data's deltas
         _h.conv2d_backward_batch(
             flatten_time(buffers.inputs.default),
             buffers.parameters.W,
             self.padding,
             self.stride,
-            flatten_time(buffers.input_deltas.default),
+            None if skip else flatten_time(buffers.input_deltas.default),
             dH,
             buffers.gradients.W,
             buffers.gradients.bias,

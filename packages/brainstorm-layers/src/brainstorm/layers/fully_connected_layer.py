@@ -110,6 +110,7 @@ class FullyConnectedLayerImpl(Layer):
         dH = flatten_time_and_features(buffers.internals.dH)
 
         _h.act_func_deriv[self.activation](H, y, dy, dH)
-        _h.dot_add_mm(dH, W, flatten_time_and_features(buffers.input_deltas.default))
+        if "default" not in self.inputs_without_deltas:  # nobody reads the data's deltas
+            _h.dot_add_mm(dH, W, flatten_time_and_features(buffers.input_deltas.default))
         _h.dot_mm(dH, x, dW, transa=True)
         _h.sum_t(dH, axis=0, out=dbias)

@@ -558,18 +558,21 @@ class PyCudaHandler(Handler):
         n, h, w, c, f, kh, kw, ho, wo, sh, sw = _conv_geometry(
             inputs, weights, out_deltas, padding, stride
         )
-        _check_shape("conv2d_backward_batch", "in_deltas", in_deltas, tuple(inputs.shape))
+        if in_deltas is not None:  # None: the input deltas are not computed
+            _check_shape("conv2d_backward_batch", "in_deltas", in_deltas, tuple(inputs.shape))
         _check_shape("conv2d_backward_batch", "weight_deltas", weight_deltas, (f, kh, kw, c))
         _check_shape("conv2d_backward_batch", "bias_deltas", bias_deltas, (f,))
         columns = kh * kw * c
         filters = self._matrix(weights, f, columns)
         grad, copy_back = self._writable_matrix(weight_deltas, f, columns)
         self.fill(grad, 0.0)
-        d0, d1, d2, d3 = element_strides(in_deltas)
         for start, count in self._image_chunks(n, 2 * ho * wo * columns):
             patches = self._im2col(inputs, start, count, kh, kw, padding, sh, sw, ho, wo)
             deltas = self._matrix(out_deltas[start : start + count], count * ho * wo, f)
             self._gemm(deltas, patches, grad, True, False, beta=1.0)
+            if in_deltas is None:
+                continue
+            d0, d1, d2, d3 = element_strides(in_deltas)
             patch_deltas = self._device.allocate((count * ho * wo, columns))
             self._gemm(deltas, filters, patch_deltas, False, False, beta=0.0)
             geometry = [count, h, w, c, kh, kw, int(padding), sh, sw, ho, wo]
