@@ -207,8 +207,38 @@ class NumpyHandler(Handler):
     def sum_t(self, a, axis, out):
         if axis is None:
             out[...] = a.sum()
+        elif (
+            axis == 0
+            and a.ndim == 2
+            and a.shape[0] >= _GEMV_MIN_ROWS
+            and a.flags.c_contiguous
+            and a.dtype == self.dtype
+            and out.dtype == self.dtype
+            and out.size == a.shape[1]
+        ):
+            # column sums of a tall matrix: a matrix-vector product with ones is
+            # several times faster than np.sum(axis=0)
+            ones = self._ones_vector(a.shape[0])
+            flat_out = out.reshape(-1)
+            if (
+                flat_out.flags.c_contiguous
+                and np.may_share_memory(flat_out, out)
+                and not np.may_share_memory(flat_out, a)
+            ):
+                np.dot(ones, a, out=flat_out)
+            else:
+                out[...] = np.dot(ones, a).reshape(out.shape)
         else:
             np.sum(a, axis=axis, out=out, keepdims=out.ndim == a.ndim)
+
+    def _ones_vector(self, n):
+        """A cached read-only vector of ``n`` ones in the handler's dtype."""
+        cache = self.__dict__.setdefault("_ones_cache", {})
+        ones = cache.get(n)
+        if ones is None:
+            ones = cache[n] = np.ones(n, dtype=self.dtype)
+            ones.flags.writeable = False
+        return ones
 
     # --------------------------------------------------------- linear algebra
 
@@ -502,6 +532,10 @@ class NumpyHandler(Handler):
 
 #: Elements per chunk of the chunked elementwise ops (256 KB of float32: stays in cache).
 _CHUNK = 1 << 16
+
+
+#: ``sum_t`` over axis 0 of C-contiguous matrices with at least this many rows is a GEMV.
+_GEMV_MIN_ROWS = 64
 
 
 #: Floats of im2col columns per chunk of images (4 MB of float32: stays in the cache).

@@ -160,8 +160,10 @@ class LstmLayerImpl(RecurrentLayerBase):
             _h.dot_add_mm(y_prev, R, ga, transb=True)
             _h.mult_add_mv(c_prev, pi, ga[:, S : 2 * S])
             _h.mult_add_mv(c_prev, pf, ga[:, 2 * S : 3 * S])
+            # sigmoid over the whole (contiguous) block is cheaper than over the
+            # strided i and f columns; z and o are overwritten below
+            _h.sigmoid(ga, gb)
             act(ga[:, :S], gb[:, :S])
-            _h.sigmoid(ga[:, S : 3 * S], gb[:, S : 3 * S])  # i and f together
             _h.mult_tt(gb[:, S : 2 * S], gb[:, :S], c)
             _h.mult_add_tt(gb[:, 2 * S : 3 * S], c_prev, c)
             _h.mult_add_mv(c, po, ga[:, 3 * S :])
@@ -207,20 +209,20 @@ class LstmLayerImpl(RecurrentLayerBase):
             # output gate
             _h.mult_tt(dy, Cb[t], dgb[:, 3 * S :])
             _h.sigmoid_deriv(ga[:, 3 * S :], gb[:, 3 * S :], dgb[:, 3 * S :], dga[:, 3 * S :])
-            # cell
-            dcb = dgb[:, 3 * S :]  # dOb is used up
-            _h.mult_tt(dy, gb[:, 3 * S :], dcb)
-            act_deriv(Ca[t], Cb[t], dcb, dcb)
-            _h.add_tt(dc, dcb, dc)
+            # cell (dy is used up: it holds the deltas of Cb)
+            _h.mult_tt(dy, gb[:, 3 * S :], dy)
+            act_deriv(Ca[t], Cb[t], dy, dy)
+            _h.add_tt(dc, dy, dc)
             _h.mult_add_mv(dga[:, 3 * S :], po, dc)
             # block input, input and forget gate
             _h.mult_tt(dc, gb[:, S : 2 * S], dgb[:, :S])
             _h.mult_tt(dc, gb[:, :S], dgb[:, S : 2 * S])
             _h.mult_tt(dc, c_prev, dgb[:, 2 * S : 3 * S])
+            # the sigmoid derivative over the whole (contiguous) block is cheaper than
+            # over the strided i and f columns (o comes out the same again, z is
+            # overwritten)
+            _h.sigmoid_deriv(ga, gb, dgb, dga)
             act_deriv(ga[:, :S], gb[:, :S], dgb[:, :S], dga[:, :S])
-            _h.sigmoid_deriv(
-                ga[:, S : 3 * S], gb[:, S : 3 * S], dgb[:, S : 3 * S], dga[:, S : 3 * S]
-            )
             if before is not None:  # deltas for the state this step started from
                 _h.dot_add_mm(dga, R, dY[before])
                 _h.mult_add_tt(dc, gb[:, 2 * S : 3 * S], dCa[before])
