@@ -106,6 +106,8 @@ def _handler_ops_table(match):
             continue
         name = method.group(1)
         function = getattr(Handler, name)
+        if not callable(function):  # e.g. the ``rnd`` property: not an operation
+            continue
         parameters = list(inspect.signature(function).parameters)[1:]
         summary = (inspect.getdoc(function) or "").split("\n\n")[0].replace("\n", " ")
         required = "_abstract(self" in inspect.getsource(function)
