@@ -10,6 +10,8 @@ vectorized over a chunk of images, the output pixels and the channels.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
@@ -325,11 +327,13 @@ class NumpyHandler(Handler):
             flat = np.empty((n * ho * wo, f), dtype=self.dtype)  # copied back below
         # im2col and GEMM in chunks of images whose columns stay in the cache
         pixels = ho * wo
-        for start, stop in _image_chunks(n, pixels * filters.shape[0]):
-            columns = _windows(padded[start:stop], weights.shape[1:3], stride, (ho, wo))
-            columns = columns.reshape((stop - start) * pixels, -1)
-            np.dot(columns, filters, out=flat[start * pixels : stop * pixels])
-        flat += bias
+        chunks = _image_chunks(n, pixels * filters.shape[0])
+        buffer = _column_buffer(chunks, pixels, filters.shape[0], self.dtype)
+        for start, stop in chunks:
+            columns = _im2col(padded[start:stop], weights.shape[1:3], stride, (ho, wo), buffer)
+            part = flat[start * pixels : stop * pixels]
+            np.dot(columns, filters, out=part)
+            part += bias  # while the chunk is in the cache
         if not np.may_share_memory(flat, outputs):
             outputs[...] = flat.reshape(outputs.shape)
 
@@ -363,14 +367,17 @@ class NumpyHandler(Handler):
             in_deltas += full
             in_deltas = None  # done
         # chunks of images whose columns (and column deltas) stay in the cache
-        for start, stop in _image_chunks(n, pixels * filters.shape[1]):
+        chunks = _image_chunks(n, pixels * filters.shape[1])
+        buffer = _column_buffer(chunks, pixels, filters.shape[1], self.dtype)
+        part_gradient = np.empty_like(gradient)
+        for start, stop in chunks:
             count = stop - start
-            columns = _windows(padded[start:stop], (kh, kw), stride, (ho, wo))
-            columns = columns.reshape(count * pixels, -1)
+            columns = _im2col(padded[start:stop], (kh, kw), stride, (ho, wo), buffer)
             deltas = all_deltas[start * pixels : stop * pixels]
             # (K, F) with the long reduction innermost in both operands: faster than
             # deltas.T @ columns, and it holds up better when the machine is busy
-            gradient += np.dot(columns.T, deltas)
+            np.dot(columns.T, deltas, out=part_gradient)
+            gradient += part_gradient
             if in_deltas is None:
                 continue
             # column deltas offset-major, (kh, kw, C, n, Ho, Wo): every kernel offset
@@ -384,58 +391,73 @@ class NumpyHandler(Handler):
         weight_deltas[...] = gradient.T.reshape(weight_deltas.shape)
 
     def maxpool2d_forward_batch(self, inputs, window, outputs, padding, stride, argmax):
-        kh, kw = window
-        _, _, width, channels = inputs.shape
-        windows = _windows(self._pad(inputs, padding, -np.inf), window, stride, outputs.shape[1:3])
-        if kh * kw > 256:  # the offsets do not fit uint8
-            self._maxpool_forward_wide(windows, inputs.shape, padding, stride, outputs, argmax)
-            return
-        # running maximum and the offset (k = i * kw + j) of the first winner, as uint8,
-        # in chunks of images small enough for the cache
-        best = np.empty(outputs.shape, dtype=self.dtype)
-        winner = np.zeros(outputs.shape, dtype=np.uint8)
-        per_image = int(np.prod(outputs.shape[1:]))
-        chunks = _image_chunks(outputs.shape[0], per_image, _CHUNK)
+        # separable: the maximum over the kw pixels of every window row, then over the
+        # kh row maxima of each window, in chunks of images that keep the row maxima in
+        # the cache. The winner is tracked as k = i * Wp + j (offset (i, j) in the padded
+        # image), which grows with (i, j) in row-major order: the first maximum wins,
+        # and "k = max(k, better * k_new)" replaces a (much slower) masked copy.
+        (kh, kw), (sh, sw) = window, stride
+        n, ho, wo, c = outputs.shape
+        _, h, w, _ = inputs.shape
+        padded = self._pad(inputs, padding, -np.inf)
+        hp, wp = padded.shape[1:3]
+        small = (kh - 1) * wp + kw - 1 < 1 << 16
+        kind = np.uint16 if small else np.int64
+        # the index arithmetic runs in the handler's float type where that is exact
+        exact = (hp * wp + 1) * c < 2 ** (np.finfo(self.dtype).nmant + 1)
+        index_type = self.dtype if exact else np.dtype(np.int64)
+        corner = _pool_corner_index((h, w, c), padding, stride, (ho, wo), index_type.name)
+        chunks = _image_chunks(n, hp * wo * c, 2 * _CHUNK)
         largest = max((stop - start for start, stop in chunks), default=0)
-        better = np.empty((largest, *outputs.shape[1:]), dtype=bool)
-        step = np.empty((largest, *outputs.shape[1:]), dtype=np.uint8)
+        row_best = np.empty((largest, hp, wo, c), dtype=self.dtype)
+        row_k = np.empty((largest, hp, wo, c), dtype=kind)
+        row_step = np.empty((largest, hp, wo, c), dtype=kind)
+        row_better = np.empty((largest, hp, wo, c), dtype=bool)
+        best_k = np.empty((largest, ho, wo, c), dtype=kind)
+        step = np.empty((largest, ho, wo, c), dtype=kind)
+        better = np.empty((largest, ho, wo, c), dtype=bool)
+        rows = np.empty((largest, ho, wo, c), dtype=index_type) if padding else None
+        index = None if exact else np.empty((largest, ho, wo, c), dtype=index_type)
+        last_x, last_y = sw * (wo - 1) + 1, sh * (ho - 1) + 1
         for start, stop in chunks:
-            part_best, part_winner = best[start:stop], winner[start:stop]
-            part_better, part_step = better[: stop - start], step[: stop - start]
-            part_best[...] = windows[start:stop, :, :, 0, 0]
-            for k in range(1, kh * kw):
-                candidate = windows[start:stop, :, :, k // kw, k % kw]
-                np.greater(candidate, part_best, out=part_better)  # strict: the first wins
-                np.maximum(part_best, candidate, out=part_best)
-                # winner = k where better, arithmetically (uint8 wraps around): faster
-                # than a masked copy
-                np.subtract(k, part_winner, out=part_step, dtype=np.uint8)
+            m = stop - start
+            images = padded[start:stop]
+            r_best, r_k, r_step, r_better = row_best[:m], row_k[:m], row_step[:m], row_better[:m]
+            np.copyto(r_best, images[:, :, 0:last_x:sw])
+            r_k.fill(0)
+            for j in range(1, kw):
+                candidate = images[:, :, j : j + last_x : sw]
+                np.greater(candidate, r_best, out=r_better)  # strict: the first wins
+                np.maximum(r_best, candidate, out=r_best)
+                np.multiply(r_better, kind(j), out=r_step)
+                np.maximum(r_k, r_step, out=r_k)
+            best, part_k = outputs[start:stop], best_k[:m]
+            part_step, part_better = step[:m], better[:m]
+            np.copyto(best, r_best[:, 0:last_y:sh])
+            np.copyto(part_k, r_k[:, 0:last_y:sh])
+            for i in range(1, kh):
+                candidate = r_best[:, i : i + last_y : sh]
+                np.greater(candidate, best, out=part_better)
+                np.maximum(best, candidate, out=best)
+                np.add(r_k[:, i : i + last_y : sh], kind(i * wp), out=part_step)
                 np.multiply(part_step, part_better, out=part_step)
-                part_winner += part_step
-        winner = winner.astype(np.intp)
-        corner = self._corner_index(inputs.shape, padding, stride, outputs.shape, np.intp)
-        index = corner + ((winner // kw) * width + winner % kw) * channels
-        if padding and not np.isfinite(best).all():  # windows made only of padding
-            found = best != -np.inf
-            best = np.where(found, best, 0)
-            index = np.where(found, index, -1)
-        np.copyto(outputs, best)
-        np.copyto(argmax, index, casting="unsafe")
-
-    def _maxpool_forward_wide(self, windows, in_shape, padding, stride, outputs, argmax):
-        """Max pooling for windows of more than 256 pixels (a masked copy per offset)."""
-        corner = self._corner_index(in_shape, padding, stride, outputs.shape)
-        width, channels = in_shape[2:]
-        best = np.full(outputs.shape, -np.inf, dtype=self.dtype)
-        best_index = np.full(outputs.shape, -1, dtype=self.dtype)
-        for i in range(windows.shape[3]):
-            for j in range(windows.shape[4]):
-                candidate = windows[:, :, :, i, j]
-                better = candidate > best  # strict: the first maximum in the window wins
-                np.copyto(best, candidate, where=better)
-                np.copyto(best_index, corner + (i * width + j) * channels, where=better)
-        outputs[...] = np.where(best_index >= 0, best, 0)
-        argmax[...] = best_index
+                np.maximum(part_k, part_step, out=part_k)
+            # in-image index: corner + (i * W + j) * C = corner + (k - i * 2p) * C
+            part_argmax = argmax[start:stop] if exact else index[:m]
+            np.multiply(part_k, index_type.type(c), out=part_argmax)
+            part_argmax += corner
+            if padding:
+                part_rows = rows[:m]
+                np.floor_divide(part_k, kind(wp), out=part_step)
+                np.multiply(part_step, index_type.type(2 * padding * c), out=part_rows)
+                part_argmax -= part_rows
+                # windows made only of padding: output 0, argmax -1
+                np.equal(best, -np.inf, out=part_better)
+                if part_better.any():
+                    best[part_better] = 0
+                    part_argmax[part_better] = -1
+            if not exact:
+                np.copyto(argmax[start:stop], part_argmax, casting="unsafe")
 
     def maxpool2d_backward_batch(
         self, inputs, window, outputs, padding, stride, argmax, in_deltas, out_deltas
@@ -502,19 +524,6 @@ class NumpyHandler(Handler):
                 ho, wo = part.shape[1:3]
                 padded[:, i : i + sh * ho : sh, j : j + sw * wo : sw] += part
         images += padded[:, padding : padding + h, padding : padding + w]
-
-    def _corner_index(self, in_shape, padding, stride, out_shape, dtype=None):
-        """``(Ho, Wo, C)``: in-image index of the top-left pixel of every window.
-
-        The index of pixel (y, x), channel c, is ``(y * W + x) * C + c``; the
-        pixel at offset (i, j) of a window has index ``corner + (i * W + j) * C``
-        (meaningless for padding pixels, which never win a maximum).
-        """
-        _, _, w, c = in_shape
-        _, ho, wo, _ = out_shape
-        top = np.arange(ho)[:, None, None] * stride[0] - padding
-        left = np.arange(wo)[None, :, None] * stride[1] - padding
-        return ((top * w + left) * c + np.arange(c)).astype(dtype or self.dtype)
 
     def _pixels_per_window(self, in_shape, window, padding, stride, out_shape):
         """``(Ho, Wo, 1)``: how many non-padding pixels each window holds (at least 1)."""
@@ -601,3 +610,31 @@ def _windows(padded, window, stride, out_hw):
         strides=(s_n, s_h * sh, s_w * sw, s_h, s_w, s_c),
         writeable=False,
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _pool_corner_index(in_hwc, padding, stride, out_hw, dtype):
+    """``(Ho, Wo, C)`` read-only in-image index ``(y * W + x) * C + c`` of the top-left
+    pixel of every pooling window (meaningless where it is padding)."""
+    h, w, c = in_hwc
+    (sh, sw), (ho, wo) = stride, out_hw
+    top = np.arange(ho)[:, None, None] * sh - padding
+    left = np.arange(wo)[None, :, None] * sw - padding
+    corner = ((top * w + left) * c + np.arange(c)).astype(dtype)
+    corner.flags.writeable = False
+    return corner
+
+
+def _column_buffer(chunks, pixels, k, dtype):
+    """One im2col buffer for the largest of ``chunks`` (``(rows, k)``), reused by all:
+    a fresh multi-MB array per chunk would come from fresh pages every time."""
+    largest = max((stop - start for start, stop in chunks), default=0)
+    return np.empty((largest * pixels, k), dtype=dtype)
+
+
+def _im2col(padded, window, stride, out_hw, buffer):
+    """The im2col matrix ``(N * Ho * Wo, kh * kw * C)`` of NHWC images, in ``buffer``."""
+    windows = _windows(padded, window, stride, out_hw)
+    columns = buffer[: windows.shape[0] * out_hw[0] * out_hw[1]]
+    np.copyto(columns.reshape(windows.shape), windows)
+    return columns
