@@ -323,3 +323,12 @@ def test_compute_data_deltas_flag_marks_inputs_fed_by_the_data():
     assert not net.layers["B"].inputs_without_deltas
     net.compute_data_deltas = True
     assert not net.layers["A"].inputs_without_deltas
+
+
+def test_missing_inputs_are_zero_filled_when_allowed(rng):
+    inp = bs.layers.Input({"default": ("T", "B", 3), "targets": ("T", "B", 3)})
+    inp >> Scale(name="A") >> SumLoss()
+    net = bs.Network.from_layer(inp)
+    net.provide_external_data({"default": rng.randn(2, 2, 3), "targets": rng.randn(2, 2, 3)})
+    net.provide_external_data({"default": rng.randn(2, 2, 3)}, all_inputs=False)
+    assert np.all(net.get_input("targets") == 0)

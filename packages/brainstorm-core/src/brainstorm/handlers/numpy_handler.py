@@ -144,8 +144,9 @@ class NumpyHandler(Handler):
 
     def mult_add_st(self, s, t, out):
         s = self._scalar(s)
-        if out.size <= _CHUNK or t.shape != out.shape:
-            out += s * t
+        overlapping = t is not out and np.may_share_memory(t, out)
+        if out.size <= _CHUNK or t.shape != out.shape or overlapping:
+            out += s * t  # (s * t is computed whole first: right even when t overlaps out)
             return
         # chunked through a small scratch: a temporary as large as the whole
         # parameter buffer would come from fresh pages on every SGD update
@@ -193,10 +194,12 @@ class NumpyHandler(Handler):
         out_b += x[..., n:]
 
     def binarize_v(self, v, out):
+        _row_ids(v, out.shape[1], "binarize_v", what="class id")
         out[...] = v == np.arange(out.shape[1])
 
     def index_m_by_v(self, m, v, out):
-        out[...] = np.take_along_axis(m, v.astype(np.intp), axis=1)
+        ids = _row_ids(v, m.shape[1], "index_m_by_v", what="class id")
+        out[...] = np.take_along_axis(m, ids[:, None], axis=1)
 
     def index_rows_mv(self, m, v, out):
         out[...] = m[_row_ids(v, m.shape[0], "index_rows_mv")]
@@ -271,12 +274,17 @@ class NumpyHandler(Handler):
 
     def sigmoid(self, x, y):
         # sigmoid(x) = (1 + tanh(x / 2)) / 2: no overflow, no temporary, and several
-        # times faster than exp-based forms (np.where alone costs more). Absolute error
-        # below one ulp of 1; values under ~1e-8 (float32) round to 0.
+        # times faster than exp-based forms (np.where alone costs more).
         np.multiply(x, self._scalar(0.5), out=y)
         np.tanh(y, out=y)
         np.multiply(y, self._scalar(0.5), out=y)
         np.add(y, self._scalar(0.5), out=y)
+        # far in the negative tail that form keeps only absolute precision: redo the
+        # (rare) small values with exp, which keeps the relative precision too
+        tail = x < self._scalar(-6)
+        if tail.any():
+            e = np.exp(x[tail])
+            y[tail] = e / (1 + e)
 
     def sigmoid_deriv(self, x, y, dy, dx):
         factor = _scratch(dx, y, dy)
@@ -587,15 +595,20 @@ def _transposed_product_is_faster(a, b):
     return a.shape[0] <= 256 and b.flags.f_contiguous and not b.flags.c_contiguous
 
 
-def _row_ids(v, rows, op):
-    """The ids in the column ``v`` as ints; IndexError unless all are in ``[0, rows)``.
+def _row_ids(v, rows, op, what="row id"):
+    """The ids in the column ``v`` as ints; IndexError unless all are whole numbers
+    in ``[0, rows)``.
 
-    (NumPy would wrap negative ids around silently.)
+    (NumPy would wrap negative ids around and truncate fractions silently.)
     """
-    ids = v[:, 0].astype(np.intp)
-    if ids.size and (ids.min() < 0 or ids.max() >= rows):
-        bad = ids[(ids < 0) | (ids >= rows)][0]
-        raise IndexError(f"NumpyHandler.{op}: row id {bad} is out of range [0, {rows})")
+    column = v[:, 0]
+    ids = column.astype(np.intp)
+    if ids.size and (ids.min() < 0 or ids.max() >= rows or np.any(ids != column)):
+        bad = column[(ids < 0) | (ids >= rows) | (ids != column)][0]
+        bad = int(bad) if float(bad).is_integer() else float(bad)
+        raise IndexError(
+            f"NumpyHandler.{op}: {what} {bad} is out of range [0, {rows}) or not a whole number"
+        )
     return ids
 
 

@@ -244,7 +244,8 @@ class Network(Seedable):
 
         Args:
             data: dict name -> array (numpy or handler arrays).
-            all_inputs: if False, inputs missing from ``data`` are allowed.
+            all_inputs: if False, inputs missing from ``data`` are allowed
+                (they are filled with zeros).
 
         Raises:
             KeyError: for a missing input (naming it and what was given).
@@ -286,6 +287,8 @@ class Network(Seedable):
                 )
         self.buffer_manager.resize(time_size or 1, batch_size)
         views = self.buffer.Input.outputs
+        for name in missing:  # defined values (zeros), not what the last batch left
+            self.handler.fill(views[name], 0.0)
         for name in present:
             value = data[name]
             if isinstance(value, self.handler.array_type) and not isinstance(value, np.ndarray):

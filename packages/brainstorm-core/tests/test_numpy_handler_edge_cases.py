@@ -1,0 +1,34 @@
+"""NumpyHandler edge cases found in review."""
+
+import numpy as np
+import pytest
+
+from brainstorm.handlers.numpy_handler import NumpyHandler
+
+
+@pytest.mark.parametrize("bad", [-1.0, 1.5, 3.0])
+def test_class_ids_must_be_valid(bad):
+    h = NumpyHandler(np.float32)
+    m = np.arange(6, dtype=np.float32).reshape(2, 3)
+    v = np.array([[0.0], [bad]], dtype=np.float32)
+    with pytest.raises(IndexError, match="class id .* is out of range"):
+        h.index_m_by_v(m, v, np.zeros((2, 1), np.float32))
+    with pytest.raises(IndexError, match="class id .* is out of range"):
+        h.binarize_v(v, np.zeros((2, 3), np.float32))
+
+
+def test_sigmoid_keeps_relative_precision_in_the_negative_tail():
+    h = NumpyHandler(np.float32)
+    x = np.array([-30, -17, -12, -6.5, -1, 0, 3, 20], dtype=np.float32)
+    y = np.empty_like(x)
+    h.sigmoid(x, y)
+    exact = 1 / (1 + np.exp(-x.astype(np.float64)))
+    assert np.all(np.abs(y - exact) <= 1e-6 * exact + 1e-12)
+
+
+def test_mult_add_st_with_partly_overlapping_arrays():
+    h = NumpyHandler(np.float64)
+    o = np.random.RandomState(0).randn(200_000)
+    expected = o[1:] + 2 * o[:-1]
+    h.mult_add_st(2.0, o[:-1], o[1:])
+    assert np.allclose(o[1:], expected)
