@@ -441,7 +441,9 @@ class Pad(_Wrapper):
     """Pad images by the same number of pixels on all four sides.
 
     Works on 5-D data ``(T, N, H, W, C)``; the result is
-    ``(T, N, H + 2 size, W + 2 size, C)`` with the input's dtype.
+    ``(T, N, H + 2 size, W + 2 size, C)`` with the input's dtype (the reference
+    returned float64), so a padding value must be representable in it: pad
+    integer images with integers, or convert them to floats first.
 
     Args:
         iter (DataIterator): provides the images.
