@@ -316,7 +316,17 @@ class SaveBestNetwork(_LogWatcher):
         return self.load_best_network().get("parameters")
 
 
-class SaveLogs(Hook):
+class _FileWriter(Hook):
+    """Common part of the hooks that write one file at every call."""
+
+    used_by_evaluate = False
+
+    def __init__(self, filename, name=None, timescale="epoch", interval=1):
+        super().__init__(name, timescale, interval)
+        self.filename = os.fspath(filename)
+
+
+class SaveLogs(_FileWriter):
     """Write the trainer's logs to an HDF5 file ("Logs file v1.0") at every call.
 
     Nested logs become groups, each list of values a dataset. Read the file
@@ -329,18 +339,12 @@ class SaveLogs(Hook):
         interval (int): see :class:`Hook`.
     """
 
-    used_by_evaluate = False
-
-    def __init__(self, filename, name=None, timescale="epoch", interval=1):
-        super().__init__(name, timescale, interval)
-        self.filename = os.fspath(filename)
-
     def __call__(self, epoch_nr, update_nr, net, stepper, logs):
         """Write the logs; see :class:`Hook`."""
         save_logs(self.filename, logs)
 
 
-class SaveNetwork(Hook):
+class SaveNetwork(_FileWriter):
     """Save the network to a file at every call (by default after every epoch).
 
     Args:
@@ -349,12 +353,6 @@ class SaveNetwork(Hook):
         timescale (str): see :class:`Hook`.
         interval (int): see :class:`Hook`.
     """
-
-    used_by_evaluate = False
-
-    def __init__(self, filename, name=None, timescale="epoch", interval=1):
-        super().__init__(name, timescale, interval)
-        self.filename = os.fspath(filename)
 
     def __call__(self, epoch_nr, update_nr, net, stepper, logs):
         """Save the network; see :class:`Hook`."""

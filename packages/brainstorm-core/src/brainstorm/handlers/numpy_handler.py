@@ -281,8 +281,9 @@ class NumpyHandler(Handler):
         np.add(y, self._scalar(0.5), out=y)
         # far in the negative tail that form keeps only absolute precision: redo the
         # (rare) small values with exp, which keeps the relative precision too
-        tail = x < self._scalar(-6)
-        if tail.any():
+        limit = self._scalar(-6)
+        if x.size and x.min() < limit:  # one reduction; the mask only when needed
+            tail = x < limit
             e = np.exp(x[tail])
             y[tail] = e / (1 + e)
 
