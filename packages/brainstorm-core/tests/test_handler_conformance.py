@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from brainstorm.handlers import DebugHandler, Handler, NumpyHandler
+from brainstorm.handlers import DebugHandler, Handler, NumpyHandler, _blas
 from brainstorm.testing.handler_conformance import (
     CONFORMANCE_CASES,
     check_handler,
@@ -15,12 +15,18 @@ HANDLERS = {
     "numpy-float32": lambda: NumpyHandler(np.float32),
     "numpy-float64": lambda: NumpyHandler(np.float64),
     "debug-numpy-float64": lambda: DebugHandler(NumpyHandler(np.float64)),
+    # the plain NumPy code paths, as where NumPy's own BLAS cannot be found
+    "numpy-float32-without-blas": lambda: NumpyHandler(np.float32),
 }
 
 
 @pytest.mark.parametrize("case", [c.name for c in CONFORMANCE_CASES])
 @pytest.mark.parametrize("handler", list(HANDLERS))
-def test_conformance(handler, case):
+def test_conformance(handler, case, monkeypatch):
+    if handler.endswith("-without-blas"):
+        _blas.available()  # loaded first, so that nothing reloads it
+        monkeypatch.setitem(_blas._state, "gemm", {})
+        monkeypatch.setitem(_blas._state, "axpy", {})
     check_op(HANDLERS[handler](), case)
 
 

@@ -79,3 +79,28 @@ def test_correct_layers_pass():
 def test_broken_layers_fail(bug, message):
     with pytest.raises(AssertionError, match=message):
         check_layer(Leaky(bug=bug), {"default": (3,)}, time_steps=4, batch_size=2)
+
+
+def _scale_claiming_overwrite(adds):
+    """Scale that claims ``overwrites_gradients``; with ``adds`` it wrongly adds instead."""
+    from core_test_layers import ScaleLayerImpl
+
+    class OverwritingScaleLayerImpl(ScaleLayerImpl):
+        overwrites_gradients = True
+
+        def backward_pass(self, buffers):
+            if not adds:
+                return super().backward_pass(buffers)
+            grad = buffers.gradients.w
+            before = self.handler.allocate(grad.shape)
+            self.handler.copy_to(grad, before)
+            super().backward_pass(buffers)
+            self.handler.add_tt(grad, before, grad)  # keeps what was there: a false claim
+
+    return ConstructionWrapper.create(OverwritingScaleLayerImpl)
+
+
+def test_the_garbage_check_verifies_a_claim_to_overwrite_gradients():
+    check_layer(_scale_claiming_overwrite(adds=False), {"default": (4,)}, time_steps=2)
+    with pytest.raises(AssertionError, match="gradients of 'w' depend"):
+        check_layer(_scale_claiming_overwrite(adds=True), {"default": (4,)}, time_steps=2)

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 from core_test_layers import Accumulate, Scale, SumLoss
 
@@ -13,6 +14,7 @@ from brainstorm.structure.buffer_structure import (
     StructureTemplate,
     combine_buffer_structures,
 )
+from brainstorm.structure.construction import ConstructionWrapper
 from brainstorm.utils import (
     LayerValidationError,
     NetworkValidationError,
@@ -160,3 +162,30 @@ def test_reshape_view_never_copies_silently():
     assert hub[..., 1:3].sum() == 2 * 3 * 4 * 2
     with pytest.raises(ValueError, match="without copying"):
         flatten_time_and_features(view)
+
+
+def test_gradients_of_layers_that_overwrite_them_are_not_zeroed_before_backward():
+    from core_test_layers import ScaleLayerImpl
+
+    class WritingScaleLayerImpl(ScaleLayerImpl):
+        overwrites_gradients = True
+
+    inp = bs.layers.Input({"default": ("T", "B", 3)})
+    writing = ConstructionWrapper.create(WritingScaleLayerImpl, name="Writing")
+    inp >> Scale(name="Adding") >> writing >> Scale(name="Last") >> SumLoss()
+    net = bs.Network.from_layer(writing)
+    manager = net.buffer_manager
+    net.provide_external_data({"default": np.ones((2, 4, 3))})
+    manager.gradients[...] = 7.0
+    manager.clear_backward_buffers()
+    assert np.all(net.buffer.Writing.gradients.w == 7.0)  # left for the layer to write
+    assert np.all(net.buffer.Adding.gradients.w == 0.0)
+    assert np.all(net.buffer.Last.gradients.w == 0.0)
+    net.initialize(1.5)
+    net.forward_pass()
+    net.backward_pass()
+    reference = {name: np.array(net.buffer[name].gradients.w) for name in ("Adding", "Writing")}
+    manager.gradients[...] = -3.0
+    net.backward_pass()
+    for name, value in reference.items():
+        np.testing.assert_array_equal(net.buffer[name].gradients.w, value)

@@ -16,6 +16,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from brainstorm import randomness
+from brainstorm.handlers import _blas
 from brainstorm.handlers.base_handler import Handler
 
 __all__ = ["NumpyHandler"]
@@ -144,6 +145,8 @@ class NumpyHandler(Handler):
 
     def mult_add_st(self, s, t, out):
         s = self._scalar(s)
+        if out.size > _CHUNK and t.dtype == self.dtype and _blas.axpy(s, t, out):
+            return  # one pass (the SGD update of the whole parameter buffer)
         overlapping = t is not out and np.may_share_memory(t, out)
         if out.size <= _CHUNK or t.shape != out.shape or overlapping:
             out += s * t  # (s * t is computed whole first: right even when t overlaps out)
@@ -252,6 +255,8 @@ class NumpyHandler(Handler):
         b = b.T if transb else b
         if _transposed_product_is_faster(a, b):
             out[...] = np.dot(b.T, a.T).T
+        elif not out.flags.c_contiguous and _blas.gemm(a, b, out):
+            pass  # straight into the strided output, no temporary
         elif (
             out.flags.c_contiguous
             and out.dtype == np.result_type(a, b)
@@ -266,7 +271,7 @@ class NumpyHandler(Handler):
         b = b.T if transb else b
         if _transposed_product_is_faster(a, b):
             out += np.dot(b.T, a.T).T
-        else:
+        elif not _blas.gemm(a, b, out, beta=1.0):  # accumulates without a temporary
             out += np.dot(a, b)
 
     # ------------------------------------------------------------ activations

@@ -15,7 +15,9 @@ Rules for implementations:
   deltas).
 * ``forward_pass`` and ``backward_pass`` use only ``self.handler`` operations.
 * ``backward_pass`` must ADD into input deltas (several layers can feed one
-  delta buffer); gradient buffers are zeroed before each backward pass.
+  delta buffer); gradient buffers are zeroed before each backward pass, unless
+  the layer sets ``overwrites_gradients = True`` (it then WRITES every one of
+  its gradients, and the network skips zeroing them).
 * Optional non-trainable state (e.g. running statistics) is declared by
   ``setup_states`` and given initial values by ``initialize_states``; it is
   saved with the network but never touched by steppers, initializers or
@@ -54,6 +56,10 @@ class Layer:
     #: A layer may skip computing deltas for these; it is never required to.
     inputs_without_deltas = frozenset()
     computes_no_input_deltas_for = ()
+    #: True if ``backward_pass`` writes (not adds) every gradient of the layer, so
+    #: the network need not zero them before each backward pass (checked by the
+    #: ``garbage`` check of :func:`brainstorm.testing.check_layer`).
+    overwrites_gradients = False
     computes_no_gradients_for = ()
     takes_no_output_deltas_from = ()
 

@@ -248,6 +248,25 @@ class BufferManager:
         for hub in self._constant_hubs(True):
             position = self._carve_hub(mem, position, hub, self._const_hub_arrays, 1, 1)
         self._const_backward_stop = position
+        self._const_backward_ranges = self._zeroed_ranges()
+
+    def _zeroed_ranges(self):
+        """``(start, stop)`` ranges of constant backward memory to zero before each
+        backward pass: all of it but the gradients of layers that overwrite them."""
+        offset = self._const_backward_start
+        skipped = sorted(
+            (offset + start, offset + stop)
+            for (layer_name, _), (start, stop, _) in self.layout.param_slices.items()
+            if getattr(self.layers[layer_name], "overwrites_gradients", False)
+        )
+        ranges, position = [], offset
+        for start, stop in skipped:
+            if start > position:
+                ranges.append((position, start))
+            position = max(position, stop)
+        if self._const_backward_stop > position:
+            ranges.append((position, self._const_backward_stop))
+        return ranges
 
     def _carve_hub(self, memory, position, hub, table, time_size, batch_size):
         size = hub.size(time_size, batch_size)
@@ -362,9 +381,9 @@ class BufferManager:
 
     # -- operations -----------------------------------------------------------------------
     def clear_backward_buffers(self):
-        """Zero every delta, gradient and backward-only internal."""
-        start, stop = self._const_backward_start, self._const_backward_stop
-        if stop > start:
+        """Zero every delta, gradient and backward-only internal (except the
+        gradients of layers with ``overwrites_gradients``, which write them all)."""
+        for start, stop in self._const_backward_ranges:
             self.handler.fill(self._const_memory[start:stop], 0.0)
         start, stop = self._var_backward
         if stop > start:

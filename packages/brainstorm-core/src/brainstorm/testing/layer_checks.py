@@ -10,7 +10,8 @@ feeding it) on ``DebugHandler(NumpyHandler(float64))`` and checks:
   overwriting them;
 * inputs are read-only: the layer leaves its inputs unchanged;
 * ``garbage``: the results do not depend on what was in the output and
-  internal buffers before the forward pass;
+  internal buffers before the forward pass (nor, for a layer that claims
+  ``overwrites_gradients``, on what was in its gradient buffers);
 * ``context``: for recurrent layers, one pass over a sequence equals two
   passes chained with ``get_context`` / ``forward_pass(context=...)``, and
   deltas and gradients are right also when a (random) context was passed;
@@ -136,12 +137,19 @@ class _Harness:
             total += float(np.sum(self.net.get(f"{self.layer_name}.outputs.{o}") * self.weights[o]))
         return total
 
-    def backward(self, initial_deltas=None):
-        """Run the layer's backward pass with output deltas = weights; return deltas, grads."""
+    def backward(self, initial_deltas=None, garbage_gradients=False):
+        """Run the layer's backward pass with output deltas = weights; return deltas, grads.
+
+        With ``garbage_gradients``, the gradients of a layer that claims
+        ``overwrites_gradients`` (and so is not given zeroed ones) start as noise.
+        """
         h = self.net.handler
         self.forward()
         self.net.buffer_manager.clear_backward_buffers()
         buffers = self.net.buffer[self.layer_name]
+        if garbage_gradients and self.layer.overwrites_gradients:
+            for view in buffers.gradients.values():
+                h.set_from_numpy(view, self.rng.randn(*h.get_numpy_copy(view).shape))
         for o in self.outputs:
             h.set_from_numpy(buffers.output_deltas[o], self.weights[o])
         for name, value in (initial_deltas or {}).items():
@@ -288,7 +296,7 @@ def _check_garbage(harness, deltas, grads):
             )
     for view in buffers.internals.values():
         h.set_from_numpy(view, harness.rng.randn(*h.get_numpy_copy(view).shape))
-    new_deltas, new_grads = harness.backward()
+    new_deltas, new_grads = harness.backward(garbage_gradients=True)
     for table, fresh, kind in (
         (deltas, new_deltas, "input deltas"),
         (grads, new_grads, "gradients"),

@@ -65,6 +65,7 @@ class FullyConnectedLayerImpl(Layer):
 
     expected_inputs = {"default": StructureTemplate("T", "B", "...")}
     expected_kwargs = {"size", "activation"}
+    overwrites_gradients = True  # W and bias are written, not added to
 
     def setup(self, kwargs, in_shapes):
         label = layer_label(self.name, self.type_name)
