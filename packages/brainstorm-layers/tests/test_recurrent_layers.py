@@ -222,17 +222,21 @@ def test_lstm_parameters_keep_the_reference_names_order_and_shapes():
     assert shapes["Rz"] == (3, 3) and shapes["bz"] == (3,)
 
 
-def test_lstm_gate_internals_are_column_blocks_of_ga_and_gb():
+def test_lstm_gate_internals_are_the_reference_buffers():
     net, name = build(Lstm(3), {"default": (2,)})
     x = np.random.RandomState(0).randn(2, 1, 2)
     y = run(net, name, {"default": x})
     p = params(net, name)
-    ga, gb = net.get(f"{name}.internals.Ga"), net.get(f"{name}.internals.Gb")
     fa = x[0] @ p["Wf"].T + p["bf"]  # the context (h, c) is zero at t = 0
-    np.testing.assert_allclose(ga[0, :, 6:9], fa)
-    np.testing.assert_allclose(gb[0, :, 6:9], sigmoid(fa))
+    np.testing.assert_allclose(net.get(f"{name}.internals.Fa")[0], fa)
+    np.testing.assert_allclose(net.get(f"{name}.internals.Fb")[0], sigmoid(fa))
     cb = net.get(f"{name}.internals.Cb")
-    np.testing.assert_allclose(y, gb[:, :, 9:12] * cb)
+    np.testing.assert_allclose(y, net.get(f"{name}.internals.Ob")[:2] * cb)
+    numpy_net = bs.Network.from_architecture(net.architecture)  # plain NumpyHandler
+    numpy_net.provide_external_data({"default": x})
+    internals = numpy_net.buffer[name].internals
+    for gate in ("Za", "Ia", "Fa", "Oa", "Zb", "Ib", "Fb", "Ob", "Cb"):
+        assert internals[gate][0].flags.c_contiguous  # one (B, S) block per step
 
 
 # -- context --------------------------------------------------------------------------------
@@ -594,7 +598,10 @@ def test_lstm_reference_internal_names_are_reachable():
     net.initialize(bs.initializers.Gaussian(0.5))
     net.provide_external_data({"default": np.random.RandomState(0).randn(4, 2, 2)})
     net.forward_pass()
-    gb = net.get("Lstm.internals.Gb")
-    assert np.array_equal(net.get("Lstm.internals.Fb"), gb[..., 6:9])
-    assert np.array_equal(net.get("Lstm.internals.Za"), net.get("Lstm.internals.Ga")[..., :3])
+    forward = "Za Zb Ia Ib Fa Fb Oa Ob Ca Cb".split()
+    backward = "dZa dIa dFa dOa dCa".split()
+    assert set(forward + backward) <= set(net.buffer.Lstm.internals.keys())
+    for name in forward:
+        assert net.get(f"Lstm.internals.{name}").shape[-1] == 3
     assert np.all((net.get("Lstm.internals.Ib") >= 0) & (net.get("Lstm.internals.Ib") <= 1))
+    np.testing.assert_allclose(net.get("Lstm.internals.Zb"), np.tanh(net.get("Lstm.internals.Za")))
