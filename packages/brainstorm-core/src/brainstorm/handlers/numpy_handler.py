@@ -278,19 +278,20 @@ class NumpyHandler(Handler):
     # Each function next to its derivative; derivatives work from the outputs y.
 
     def sigmoid(self, x, y):
-        # sigmoid(x) = (1 + tanh(x / 2)) / 2: no overflow, no temporary, and several
-        # times faster than exp-based forms (np.where alone costs more).
-        np.multiply(x, self._scalar(0.5), out=y)
-        np.tanh(y, out=y)
-        np.multiply(y, self._scalar(0.5), out=y)
-        np.add(y, self._scalar(0.5), out=y)
-        # far in the negative tail that form keeps only absolute precision: redo the
-        # (rare) small values with exp, which keeps the relative precision too
-        limit = self._scalar(-6)
-        if x.size and x.min() < limit:  # one reduction; the mask only when needed
-            tail = x < limit
-            e = np.exp(x[tail])
-            y[tail] = e / (1 + e)
+        # 1 / (1 + exp(-x)) in four passes without temporaries; keeps the relative
+        # precision in the negative tail. Below about -88 (float32) exp(-x)
+        # overflows to inf and the result is 0, the right limit.
+        if not np.may_share_memory(x, y) or x is y:
+            with np.errstate(over="ignore"):
+                np.negative(x, out=y)
+                np.exp(y, out=y)
+            np.add(y, self._scalar(1), out=y)
+            np.reciprocal(y, out=y)
+            return
+        with np.errstate(over="ignore"):  # y partly overlaps x: one temporary
+            e = np.exp(np.negative(x))
+        e += 1
+        np.reciprocal(e, out=y)
 
     def sigmoid_deriv(self, x, y, dy, dx):
         factor = _scratch(dx, y, dy)
