@@ -46,3 +46,55 @@ def test_mult_add_st_chunks_a_large_flat_buffer(tiny_chunks):
     expected = strided + np.float32(2) * t
     h.mult_add_st(2.0, t, strided)
     np.testing.assert_array_equal(strided, expected)
+
+
+# shapes (N, H, W, C), (F, kh, kw), padding: with stride 1 these take pixel groups of
+# 2, 3 or 4 output pixels per GEMM row (Wo divisible by them), or none
+GROUP_SHAPES = [
+    ((2, 6, 8, 3), (4, 3, 3), 1),  # Wo = 8: groups of 4
+    ((3, 5, 9, 2), (5, 3, 3), 1),  # Wo = 9: groups of 3
+    ((2, 4, 7, 4), (3, 2, 2), 0),  # Wo = 6: groups of 2 (kw = 2 caps the group)
+    ((1, 7, 10, 3), (6, 5, 5), 2),  # Wo = 10: groups of 2
+    ((2, 5, 7, 3), (4, 3, 3), 1),  # Wo = 7: no group
+    ((2, 8, 8, 9), (40, 3, 3), 1),  # more than _GROUP_MAX_FILTERS filters: no group
+]
+
+
+@pytest.mark.parametrize("shapes", GROUP_SHAPES, ids=lambda s: "x".join(map(str, s[0])))
+@pytest.mark.parametrize("tiny", [False, True], ids=["", "tiny-chunks"])
+def test_convolutions_with_pixel_groups_match_the_naive_reference(shapes, tiny, monkeypatch):
+    from brainstorm.testing.handler_conformance import (
+        reference_conv2d_backward,
+        reference_conv2d_forward,
+    )
+
+    if tiny:
+        monkeypatch.setattr(module, "_COLUMNS_PER_CHUNK", 1)
+    (n, h, w, c), (f, kh, kw), pad = shapes
+    rng = np.random.RandomState(h * w + f)
+    x, weights = rng.randn(n, h, w, c), rng.randn(f, kh, kw, c)
+    bias = rng.randn(f)
+    handler = NumpyHandler(np.float64)
+    expected = reference_conv2d_forward(x, weights, bias, pad, (1, 1))
+    out = np.zeros(expected.shape)
+    handler.conv2d_forward_batch(x, weights, bias, out, pad, (1, 1))
+    np.testing.assert_allclose(out, expected, rtol=1e-10, atol=1e-10)
+    deltas = rng.randn(*expected.shape)
+    want_in, want_w, want_b = reference_conv2d_backward(x, weights, pad, (1, 1), deltas)
+    for with_inputs in (True, False):
+        in_deltas = np.ones(x.shape) if with_inputs else None
+        dw, db = np.full(weights.shape, 7.0), np.full(f, 7.0)
+        handler.conv2d_backward_batch(x, weights, pad, (1, 1), in_deltas, deltas, dw, db)
+        np.testing.assert_allclose(dw, want_w, rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(db, want_b, rtol=1e-10, atol=1e-10)
+        if with_inputs:
+            np.testing.assert_allclose(in_deltas, 1.0 + want_in, rtol=1e-10, atol=1e-10)
+
+
+def test_pixel_groups_are_chosen_only_where_they_apply():
+    assert module._pixel_group((1, 1), 5, 32, 32) == 4
+    assert module._pixel_group((1, 1), 5, 15, 32) == 3
+    assert module._pixel_group((1, 1), 5, 7, 32) == 1  # 7 is prime
+    assert module._pixel_group((1, 1), 5, 16, 64) == 1  # many filters: fat enough
+    assert module._pixel_group((2, 2), 5, 16, 32) == 1  # strided
+    assert module._pixel_group((1, 1), 1, 16, 32) == 1  # 1x1 kernels
