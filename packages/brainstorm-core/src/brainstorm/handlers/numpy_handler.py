@@ -254,7 +254,7 @@ class NumpyHandler(Handler):
         a = a.T if transa else a
         b = b.T if transb else b
         if _transposed_product_is_faster(a, b):
-            out[...] = np.dot(b.T, a.T).T
+            out[...] = self._transposed_product(a, b).T
         elif not out.flags.c_contiguous and _blas.gemm(a, b, out):
             pass  # straight into the strided output, no temporary
         elif (
@@ -270,9 +270,23 @@ class NumpyHandler(Handler):
         a = a.T if transa else a
         b = b.T if transb else b
         if _transposed_product_is_faster(a, b):
-            out += np.dot(b.T, a.T).T
+            out += self._transposed_product(a, b).T
         elif not _blas.gemm(a, b, out, beta=1.0):  # accumulates without a temporary
             out += np.dot(a, b)
+
+    def _transposed_product(self, a, b):
+        """``b.T @ a.T`` in a scratch array reused across calls (valid until the next
+        call): fresh temporaries of this size would come from new pages each time."""
+        dtype = np.result_type(a, b)
+        shape = (b.shape[1], a.shape[0])
+        cache = self.__dict__.setdefault("_product_cache", {})
+        scratch = cache.get((shape, dtype))
+        if scratch is None:
+            if len(cache) > 16:
+                cache.clear()
+            scratch = cache[(shape, dtype)] = np.empty(shape, dtype=dtype)
+        np.dot(b.T, a.T, out=scratch)
+        return scratch
 
     # ------------------------------------------------------------ activations
     # Each function next to its derivative; derivatives work from the outputs y.
