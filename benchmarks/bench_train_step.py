@@ -21,12 +21,17 @@ The FLOPs of a step are counted analytically from the matrix products alone,
 (input deltas and weight gradients), i.e. 3x the forward FLOPs, except the
 input-delta products a layer skips because its input is the data (only the
 products actually computed are counted); convolutions as im2col GEMMs. Activations, pooling, softmax and the update are not counted. The
-achieved GFLOP/s are compared with NumPy's own float32 GEMM peak measured in the
-same run: the median of 7 square ``np.dot`` of size 2048, measured before and
-after each network; the largest measurement is used (the least disturbed by
-other work on the machine), and disagreeing measurements are flagged. The
-"GEMMs" column times the step's products alone (``np.dot`` at the same shapes):
-a ceiling for any implementation built on them.
+achieved GFLOP/s are compared with NumPy's own float32 GEMM peak measured side
+by side in the same run: each network runs ``--rounds`` rounds of one square
+``np.dot`` of size 2048, about 0.2 s of train steps, and one more ``np.dot``;
+every round gives a fraction (its median step against the mean of its two
+peaks) and the median over the rounds is reported. The numbers of a round are
+taken within a fraction of a second, so the fraction holds even when other work on a
+shared machine changes its speed from minute to minute (it does, here: the peak
+has been seen anywhere between 105 and 230 GFLOP/s within one hour); peaks that
+disagree by more than 15% are flagged. The "GEMMs" column times the step's
+products alone (``np.dot`` at the same shapes, against a peak measured just
+before): a ceiling for any implementation built on them.
 
 Usage::
 
@@ -58,6 +63,10 @@ from brainstorm.initializers import Gaussian
 #: Fraction of the GEMM peak each network should reach (issue #4).
 TARGETS = {"mlp": 0.45, "cnn": 0.30, "lstm": 0.55}
 LEARNING_RATE = 1e-3
+#: Size of the square float32 GEMM whose speed is the peak.
+PEAK_SIZE = 2048
+#: About how long the train steps of one round take (``--steps 0``: chosen from this).
+ROUND_SECONDS = 0.2
 #: Peak measurements further apart than this mean the machine was busy.
 BUSY_RATIO = 0.85
 BLAS_ENV = (
@@ -105,13 +114,19 @@ def _load_average():
         return None
 
 
-def gemm_peak(size=2048, repeats=7):
-    """Median GFLOP/s of a square float32 ``np.dot`` of the given size (after a warm-up)."""
+def _peak_operands(size=PEAK_SIZE):
     rng = np.random.RandomState(0)
     a = rng.rand(size, size).astype(np.float32)
     b = rng.rand(size, size).astype(np.float32)
     out = np.empty((size, size), dtype=np.float32)
-    np.dot(a, b, out=out)
+    np.dot(a, b, out=out)  # warm-up
+    return a, b, out
+
+
+def gemm_peak(repeats=7, operands=None):
+    """Median GFLOP/s of a square float32 ``np.dot`` of size :data:`PEAK_SIZE`."""
+    a, b, out = operands or _peak_operands()
+    size = a.shape[0]
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -331,10 +346,25 @@ def run_network(key, args):
     gemms = train_step_gemms(net, time_size, batch_size)
     layer_flops = {name: gemm_flops(g) for name, g in gemms.items()}
     step_flops = sum(layer_flops.values())
-    peak_before = gemm_peak()
-    times = time_steps_of(net, args.steps, args.warmup)
-    peak_after = gemm_peak()
+    warmup = time_steps_of(net, max(1, args.warmup), 0)
+    # Rounds of (one peak GEMM, a few train steps, one peak GEMM): each round's
+    # fraction compares numbers taken within a fraction of a second, in the same
+    # state of a machine shared with other work.
+    per_round = args.steps or max(1, round(ROUND_SECONDS / min(warmup)))
+    operands = _peak_operands()
+    rounds = []
+    for _ in range(args.rounds):
+        before = gemm_peak(repeats=1, operands=operands)
+        times = time_steps_of(net, per_round, 0)
+        after = gemm_peak(repeats=1, operands=operands)
+        rounds.append({"peak_gflops": (before + after) / 2, "step_seconds": times})
+    times = [t for r in rounds for t in r["step_seconds"]]
     median = statistics.median(times)
+    fractions = [
+        step_flops / statistics.median(r["step_seconds"]) / 1e9 / r["peak_gflops"] for r in rounds
+    ]
+    best_fractions = [step_flops / min(r["step_seconds"]) / 1e9 / r["peak_gflops"] for r in rounds]
+    peak_before_gemms = gemm_peak(repeats=3)
     gemm_only = gemm_seconds([g for layer in gemms.values() for g in layer])
     description = DESCRIPTIONS[key]
     if key == "mlp":
@@ -351,7 +381,11 @@ def run_network(key, args):
         "best_gflops_per_s": step_flops / min(times) / 1e9,
         "gemm_only_seconds": gemm_only,
         "gemm_only_gflops_per_s": step_flops / gemm_only / 1e9,
-        "gemm_peak_gflops": {"before": peak_before, "after": peak_after},
+        "rounds": rounds,
+        "fraction_of_peak": statistics.median(fractions),
+        "best_fraction_of_peak": max(best_fractions),
+        "gemm_only_fraction_of_peak": step_flops / gemm_only / 1e9 / peak_before_gemms,
+        "gemm_peak_gflops": [r["peak_gflops"] for r in rounds] + [peak_before_gemms],
         "target_fraction": TARGETS[key],
         "compute_data_deltas": net.compute_data_deltas,
     }
@@ -380,13 +414,13 @@ def print_report(env, peaks, results):
         f"{env['load_average_after']} at the end (other work skews every number)"
     )
     print(
-        f"float32 GEMM peak (2048^3 np.dot, median of 7, measured before and after each "
-        f"network): {peaks['used']:.1f} GFLOP/s (lowest measurement {peaks['lowest']:.1f})"
+        f"float32 GEMM peak (2048^3 np.dot, before and after every round of train steps): "
+        f"{peaks['lowest']:.1f} to {peaks['highest']:.1f} GFLOP/s"
     )
-    if peaks["lowest"] < BUSY_RATIO * peaks["used"]:
+    if peaks["lowest"] < BUSY_RATIO * peaks["highest"]:
         print(
-            "  WARNING: the peak measurements disagree: the machine was busy and the numbers "
-            "below are unreliable"
+            "  NOTE: the peak changed during the run (other work on the machine); every "
+            "fraction below compares a round's steps with that round's own peak"
         )
     print()
     header = (
@@ -407,8 +441,10 @@ def print_report(env, peaks, results):
             f"{r['target_fraction']:>6.0%} {mark}"
         )
     print(
-        "ms/step, GFLOP/s, of peak: the median step; best: the fastest step; GEMMs: the\n"
-        "step's matrix products alone (np.dot at the same shapes, back to back), a ceiling"
+        "ms/step, GFLOP/s: the median step; of peak: the median over the rounds of each\n"
+        "round's median step against its own peak; best: the best round's fastest step;\n"
+        "GEMMs: the step's matrix products alone (np.dot at the same shapes, back to back),\n"
+        "a ceiling"
     )
     if any(not r.get("compute_data_deltas", True) for r in results):
         print(
@@ -435,7 +471,10 @@ def print_report(env, peaks, results):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", help="write the results as JSON to this file")
-    parser.add_argument("--steps", type=int, default=7, help="timed steps per network")
+    parser.add_argument("--rounds", type=int, default=15, help="rounds of (peak, steps, peak)")
+    parser.add_argument(
+        "--steps", type=int, default=0, help="train steps per round (0: about 0.2 s of them)"
+    )
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--only", default="mlp,cnn,lstm", help="comma-separated networks")
     parser.add_argument("--mlp-dropout", action="store_true", help="the reference's Dropouts")
@@ -455,14 +494,9 @@ def main(argv=None):
     env = describe_environment()
     results = [run_network(key, args) for key in keys]
     env["load_average_after"] = _load_average()
-    measured = [p for r in results if "skipped" not in r for p in r["gemm_peak_gflops"].values()]
-    measured = measured or [gemm_peak()]
-    # the largest measurement is the least disturbed by other work on the machine
-    peaks = {"used": max(measured), "lowest": min(measured), "measurements": measured}
-    for r in results:
-        if "skipped" not in r:
-            for field in ("", "best_", "gemm_only_"):
-                r[f"{field}fraction_of_peak"] = r[f"{field}gflops_per_s"] / peaks["used"]
+    measured = [p for r in results if "skipped" not in r for p in r["gemm_peak_gflops"]]
+    measured = measured or [gemm_peak(repeats=3)]
+    peaks = {"highest": max(measured), "lowest": min(measured), "measurements": measured}
     print_report(env, peaks, results)
     if args.out:
         report = {"environment": env, "gemm_peak_gflops": peaks, "results": results}
