@@ -32,3 +32,27 @@ def test_mult_add_st_with_partly_overlapping_arrays():
     expected = o[1:] + 2 * o[:-1]
     h.mult_add_st(2.0, o[:-1], o[1:])
     assert np.allclose(o[1:], expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("op", ["sigmoid", "tanh", "rel", "el", "abs_t", "sign_t"])
+def test_elementwise_ops_on_column_views(op, dtype):
+    """Column slices are strided vectors for NumPy's inner loops (NumPy 2.4's float32
+    np.negative reads those wrongly, which once broke sigmoid here)."""
+    rng = np.random.RandomState(4)
+    h = NumpyHandler(dtype)
+    x_parent = rng.randn(7, 4).astype(dtype) * 3
+    y_parent = rng.randn(7, 4).astype(dtype)
+    x, y = x_parent[:, 2:3], y_parent[:, 2:3]
+    getattr(h, op)(x, y)
+    expected = np.empty((7, 1), dtype=dtype)
+    getattr(h, op)(np.ascontiguousarray(x), expected)
+    np.testing.assert_allclose(y, expected, rtol=1e-6)
+    for vector_x, vector_y in (
+        (x_parent[:, 1], y_parent[:, 1]),
+        (x_parent[::2, 0], y_parent[::2, 3]),
+    ):
+        getattr(h, op)(vector_x, vector_y)
+        want = np.empty(vector_x.shape, dtype=dtype)
+        getattr(h, op)(np.ascontiguousarray(vector_x), want)
+        np.testing.assert_allclose(vector_y, want, rtol=1e-6)

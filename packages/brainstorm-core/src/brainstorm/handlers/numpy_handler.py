@@ -294,16 +294,18 @@ class NumpyHandler(Handler):
     def sigmoid(self, x, y):
         # 1 / (1 + exp(-x)) in four passes without temporaries; keeps the relative
         # precision in the negative tail. Below about -88 (float32) exp(-x)
-        # overflows to inf and the result is 0, the right limit.
+        # overflows to inf and the result is 0, the right limit. (Not np.negative:
+        # NumPy 2.4 negates strided float32 vectors wrongly.)
+        minus_one = self._scalar(-1)
         if not np.may_share_memory(x, y) or x is y:
+            np.multiply(x, minus_one, out=y)
             with np.errstate(over="ignore"):
-                np.negative(x, out=y)
                 np.exp(y, out=y)
             np.add(y, self._scalar(1), out=y)
             np.reciprocal(y, out=y)
             return
         with np.errstate(over="ignore"):  # y partly overlaps x: one temporary
-            e = np.exp(np.negative(x))
+            e = np.exp(np.multiply(x, minus_one))
         e += 1
         np.reciprocal(e, out=y)
 
