@@ -283,6 +283,24 @@ def time_steps_of(net, steps, warmup):
     return times
 
 
+def _time_calls(function, count):
+    times = []
+    for _ in range(count):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _peer_network(peer, key):
+    """The peer library's twin of network ``key`` (see ``torch_peer.py``), or None."""
+    if peer is None:
+        return None
+    import torch_peer  # next to this script; needs PyTorch
+
+    return torch_peer.build(key)
+
+
 def _median_seconds(function, repeats):
     times = []
     for _ in range(repeats):
@@ -351,13 +369,20 @@ def run_network(key, args):
     # fraction compares numbers taken within a fraction of a second, in the same
     # state of a machine shared with other work.
     per_round = args.steps or max(1, round(ROUND_SECONDS / min(warmup)))
+    peer = _peer_network(args.peer, key)
+    if peer is not None:
+        peer_warmup = _time_calls(peer.step, max(1, args.warmup))
+        peer_per_round = args.steps or max(1, round(ROUND_SECONDS / min(peer_warmup)))
     operands = _peak_operands()
     rounds = []
     for _ in range(args.rounds):
         before = gemm_peak(repeats=1, operands=operands)
         times = time_steps_of(net, per_round, 0)
+        peer_times = _time_calls(peer.step, peer_per_round) if peer is not None else None
         after = gemm_peak(repeats=1, operands=operands)
         rounds.append({"peak_gflops": (before + after) / 2, "step_seconds": times})
+        if peer is not None:
+            rounds[-1]["peer_step_seconds"] = peer_times
     times = [t for r in rounds for t in r["step_seconds"]]
     median = statistics.median(times)
     fractions = [
@@ -389,6 +414,17 @@ def run_network(key, args):
         "target_fraction": TARGETS[key],
         "compute_data_deltas": net.compute_data_deltas,
     }
+    if peer is not None:
+        peer_times = [t for r in rounds for t in r["peer_step_seconds"]]
+        result["peer"] = {
+            "name": args.peer,
+            "version": sys.modules["torch_peer"].version(),
+            "median_seconds": statistics.median(peer_times),
+            "fraction_of_peak": statistics.median(
+                step_flops / statistics.median(r["peer_step_seconds"]) / 1e9 / r["peak_gflops"]
+                for r in rounds
+            ),
+        }
     if args.breakdown:
         result["layers"] = layer_breakdown(net, layer_flops)
     if args.profile:
@@ -440,6 +476,15 @@ def print_report(env, peaks, results):
             f"{r['best_fraction_of_peak']:>6.1%} {r['gemm_only_fraction_of_peak']:>6.1%} "
             f"{r['target_fraction']:>6.0%} {mark}"
         )
+        if "peer" in r:
+            peer = r["peer"]
+            print(
+                f"{'  the same network in ' + peer['version']:<52} {'':>10} "
+                f"{1e3 * peer['median_seconds']:>8.1f} "
+                f"{r['gflop_per_step'] / peer['median_seconds']:>8.1f} "
+                f"{peer['fraction_of_peak']:>8.1%}   (Brainstorm takes "
+                f"{r['median_seconds'] / peer['median_seconds']:.2f}x its time)"
+            )
     print(
         "ms/step, GFLOP/s: the median step; of peak: the median over the rounds of each\n"
         "round's median step against its own peak; best: the best round's fastest step;\n"
@@ -482,6 +527,11 @@ def main(argv=None):
         "--data-deltas",
         action="store_true",
         help="compute the deltas of the data too (net.compute_data_deltas = True)",
+    )
+    parser.add_argument(
+        "--peer",
+        choices=["torch"],
+        help="also time the same networks in PyTorch, in the same rounds (needs torch)",
     )
     parser.add_argument("--breakdown", action="store_true", help="time every layer alone")
     parser.add_argument("--profile", action="store_true", help="cProfile some steps")
