@@ -350,17 +350,22 @@ class NumpyHandler(Handler):
     # ----------------------------------------------------------------- images
 
     def conv2d_forward_batch(self, inputs, weights, bias, outputs, padding, stride):
+        self._convolve(inputs, weights, bias, outputs, padding, stride)
+
+    def _convolve(self, inputs, weights, bias, outputs, padding, stride, accumulate=False):
+        """The convolution into ``outputs``; with ``accumulate``, added to them (no bias)."""
         n, ho, wo, f = outputs.shape
         kh, kw = weights.shape[1:3]
         group = _pixel_group(stride, kw, wo, f)
-        padded = self._pad(inputs, padding, 0)
+        padded = self._pad(inputs, padding, 0, role="conv forward")
         # group > 1: every GEMM row computes `group` neighbouring output pixels of an
         # image row from one wider window, with a block-banded (K', group * F)
         # filter matrix: fatter products and less im2col copying (see _pixel_group)
         filters = _grouped_filters(weights, group)
         bias = np.tile(bias, group) if group > 1 else bias
         flat = outputs.reshape(n * ho * wo * f // (group * f), group * f)
-        if not (flat.flags.c_contiguous and np.may_share_memory(flat, outputs)):
+        direct = flat.flags.c_contiguous and np.may_share_memory(flat, outputs)
+        if not direct:
             flat = np.empty(flat.shape, dtype=self.dtype)  # copied back below
         # im2col and GEMM in chunks of images whose columns stay in the cache
         rows = ho * (wo // group)  # GEMM rows per image
@@ -370,11 +375,19 @@ class NumpyHandler(Handler):
         for start, stop in chunks:
             columns = _im2col(padded[start:stop], window, stride, (ho, wo // group), buffer, group)
             part = flat[start * rows : stop * rows]
+            if accumulate and direct:
+                if not _blas.gemm(columns, filters, part, beta=1.0):
+                    part += np.dot(columns, filters)
+                continue
             if not _blas.gemm(columns, filters, part):
                 np.dot(columns, filters, out=part)
-            part += bias  # while the chunk is in the cache
-        if not np.may_share_memory(flat, outputs):
-            outputs[...] = flat.reshape(outputs.shape)
+            if not accumulate:
+                part += bias  # while the chunk is in the cache
+        if not direct:
+            if accumulate:
+                outputs += flat.reshape(outputs.shape)
+            else:
+                outputs[...] = flat.reshape(outputs.shape)
 
     def conv2d_backward_batch(
         self, inputs, weights, padding, stride, in_deltas, out_deltas, weight_deltas, bias_deltas
@@ -383,7 +396,7 @@ class NumpyHandler(Handler):
         _, kh, kw, c = weights.shape
         (sh, sw), p = stride, padding
         _, h, w, _ = inputs.shape
-        padded = self._pad(inputs, p, 0)
+        padded = self._pad(inputs, p, 0, role="conv backward")
         all_deltas = out_deltas.reshape(n * ho * wo, f)
         # a matrix-vector product beats sum(axis=0) over the (N*Ho*Wo, F) deltas
         ones = np.ones(all_deltas.shape[0], dtype=all_deltas.dtype)
@@ -397,10 +410,8 @@ class NumpyHandler(Handler):
             # padded by kh - 1 - p, with the flipped kernel (filters and channels
             # swapped): one chunked im2col GEMM, no scattered adds
             flipped = np.ascontiguousarray(weights[:, ::-1, ::-1, :].transpose(3, 1, 2, 0))
-            full = np.empty(in_deltas.shape, dtype=self.dtype)
             no_bias = np.zeros(c, dtype=self.dtype)
-            self.conv2d_forward_batch(out_deltas, flipped, no_bias, full, kh - 1 - p, (1, 1))
-            in_deltas += full
+            self._convolve(out_deltas, flipped, no_bias, in_deltas, kh - 1 - p, (1, 1), True)
             in_deltas = None  # done
         # the weight gradient from grouped columns (as in the forward pass) unless the
         # input deltas still need the plain column deltas
@@ -443,7 +454,7 @@ class NumpyHandler(Handler):
         (kh, kw), (sh, sw) = window, stride
         n, ho, wo, c = outputs.shape
         _, h, w, _ = inputs.shape
-        padded = self._pad(inputs, padding, -np.inf)
+        padded = self._pad(inputs, padding, -np.inf, role="max pooling")
         hp, wp = padded.shape[1:3]
         small = (kh - 1) * wp + kw - 1 < 1 << 16
         kind = np.uint16 if small else np.int64
@@ -543,12 +554,28 @@ class NumpyHandler(Handler):
 
     # ---------------------------------------------------------------- helpers
 
-    def _pad(self, images, padding, value):
-        """``images`` with ``padding`` pixels of ``value`` around each image."""
+    def _pad(self, images, padding, value, role=None):
+        """``images`` with ``padding`` pixels of ``value`` around each image.
+
+        With a ``role``, the padded array is a buffer kept for that role and
+        shape: its border is written once and only the inside is copied on later
+        calls (a fresh multi-MB array per call costs its pages every time). The
+        result is then valid until the next call with the same role and shape.
+        """
         if padding == 0:
             return images
         n, h, w, c = images.shape
-        padded = np.full((n, h + 2 * padding, w + 2 * padding, c), value, dtype=self.dtype)
+        shape = (n, h + 2 * padding, w + 2 * padding, c)
+        if role is None:
+            padded = np.full(shape, value, dtype=self.dtype)
+        else:
+            cache = self.__dict__.setdefault("_padded_cache", {})
+            key = (role, shape, value)
+            padded = cache.get(key)
+            if padded is None:
+                if len(cache) >= _PADDED_CACHE_SIZE:
+                    cache.clear()
+                padded = cache[key] = np.full(shape, value, dtype=self.dtype)
         padded[:, padding : padding + h, padding : padding + w] = images
         return padded
 
@@ -582,6 +609,9 @@ class NumpyHandler(Handler):
         counts = inside(h, kh, sh, ho)[:, None] * inside(w, kw, sw, wo)[None, :]
         return np.maximum(counts, 1)[:, :, None].astype(self.dtype)
 
+
+#: Padded image buffers kept by a handler (one per role and shape; see ``_pad``).
+_PADDED_CACHE_SIZE = 16
 
 #: Elements per chunk of the chunked elementwise ops (256 KB of float32: stays in cache).
 _CHUNK = 1 << 16
