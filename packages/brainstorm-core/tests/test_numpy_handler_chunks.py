@@ -98,3 +98,51 @@ def test_pixel_groups_are_chosen_only_where_they_apply():
     assert module._pixel_group((1, 1), 5, 16, 64) == 1  # many filters: fat enough
     assert module._pixel_group((2, 2), 5, 16, 32) == 1  # strided
     assert module._pixel_group((1, 1), 1, 16, 32) == 1  # 1x1 kernels
+
+
+@pytest.fixture
+def image_blocks(monkeypatch):
+    """Three threads, and convolutions and pooling of any size split into image blocks."""
+    monkeypatch.setenv("BRAINSTORM_NUMPY_THREADS", "3")
+    monkeypatch.setattr(module, "_pool_state", {"pid": None, "pool": None, "threads": 1})
+    monkeypatch.setattr(module, "_PARALLEL_MIN_FLOATS", 1)
+
+
+IMAGE_OPS = (
+    "conv2d_forward_batch",
+    "conv2d_backward_batch",
+    "maxpool2d_forward_batch",
+    "maxpool2d_backward_batch",
+)
+
+
+@pytest.mark.parametrize("case", [c.name for c in CONFORMANCE_CASES if c.op in IMAGE_OPS])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_image_ops_conform_on_parallel_image_blocks(image_blocks, case, dtype, monkeypatch):
+    monkeypatch.setattr(module, "_FLIPPED_MIN_CHANNELS", 1)
+    check_op(NumpyHandler(dtype), case)
+
+
+@pytest.mark.parametrize("shapes", GROUP_SHAPES, ids=lambda s: "x".join(map(str, s[0])))
+def test_pixel_groups_on_parallel_image_blocks(image_blocks, shapes, monkeypatch):
+    test_convolutions_with_pixel_groups_match_the_naive_reference(shapes, True, monkeypatch)
+
+
+def test_image_blocks_really_run_on_several_threads(image_blocks):
+    import threading
+
+    seen = []
+
+    def block(start, stop):
+        seen.append((start, stop, threading.get_ident()))
+        return stop - start
+
+    assert sum(module._in_image_blocks(7, 10**6, block)) == 7
+    assert sorted((a, b) for a, b, _ in seen) == [(0, 3), (3, 6), (6, 7)]
+    assert len({ident for _, _, ident in seen}) > 1
+
+
+def test_a_bad_thread_setting_is_reported(monkeypatch):
+    monkeypatch.setenv("BRAINSTORM_NUMPY_THREADS", "two")
+    with pytest.raises(ValueError, match="BRAINSTORM_NUMPY_THREADS"):
+        module._thread_count()

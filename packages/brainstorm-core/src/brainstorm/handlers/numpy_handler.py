@@ -11,6 +11,9 @@ vectorized over a chunk of images, the output pixels and the channels.
 from __future__ import annotations
 
 import functools
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -20,6 +23,81 @@ from brainstorm.handlers import _blas
 from brainstorm.handlers.base_handler import Handler
 
 __all__ = ["NumpyHandler"]
+
+
+def _thread_count():
+    """Threads for the image-parallel ops: ``BRAINSTORM_NUMPY_THREADS`` or the usable
+    CPUs (at most 8)."""
+    setting = os.environ.get("BRAINSTORM_NUMPY_THREADS", "").strip()
+    if setting:
+        try:
+            return max(1, int(setting))
+        except ValueError:
+            raise ValueError(
+                f"BRAINSTORM_NUMPY_THREADS must be a whole number, got {setting!r}"
+            ) from None
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, 8))
+
+
+_pool_lock = threading.Lock()
+_pool_state = {"pid": None, "pool": None, "threads": 1}
+
+
+def _pool():
+    """``(pool, threads)``: the shared workers (``threads - 1`` of them: the caller
+    does a share too; None for one thread), made anew in a forked child process."""
+    with _pool_lock:
+        if _pool_state["pid"] != os.getpid():
+            threads = _thread_count()
+            _pool_state["threads"] = threads
+            _pool_state["pool"] = (
+                ThreadPoolExecutor(threads - 1, thread_name_prefix="brainstorm-numpy")
+                if threads > 1
+                else None
+            )
+            _pool_state["pid"] = os.getpid()
+        return _pool_state["pool"], _pool_state["threads"]
+
+
+def _in_image_blocks(n, floats, function):
+    """Run ``function(start, stop)`` over blocks of the ``n`` images, in parallel.
+
+    Each thread (the caller included) takes one block and runs its products
+    single-threaded (``_blas.single_threaded``): several independent GEMMs side
+    by side, plus the im2col copies, bias and pooling passes that one thread
+    alone would leave the other cores idle for. Small ops (fewer than
+    :data:`_PARALLEL_MIN_FLOATS` floats), one thread, or a BLAS whose threads
+    cannot be limited per thread: one block on the caller, as before.
+
+    Returns:
+        The list of the blocks' return values.
+    """
+    pool, threads = _pool()
+    if (
+        pool is None
+        or n < 2
+        or floats < _PARALLEL_MIN_FLOATS
+        or not _blas.can_run_single_threaded()
+    ):
+        return [function(0, n)]
+    count = min(threads, n)
+    step = -(-n // count)
+    blocks = [(start, min(start + step, n)) for start in range(0, n, step)]
+
+    def run(start, stop):
+        with _blas.single_threaded():
+            return function(start, stop)
+
+    futures = [pool.submit(run, *block) for block in blocks[1:]]
+    try:
+        results = [run(*blocks[0])]
+    finally:
+        results += [future.result() for future in futures]
+    return results
 
 
 class NumpyHandler(Handler):
@@ -350,7 +428,19 @@ class NumpyHandler(Handler):
     # ----------------------------------------------------------------- images
 
     def conv2d_forward_batch(self, inputs, weights, bias, outputs, padding, stride):
-        self._convolve(inputs, weights, bias, outputs, padding, stride)
+        self._convolve_in_blocks(inputs, weights, bias, outputs, padding, stride)
+
+    def _convolve_in_blocks(
+        self, inputs, weights, bias, outputs, padding, stride, accumulate=False
+    ):
+        """:meth:`_convolve` on blocks of images in parallel threads."""
+
+        def block(start, stop):
+            self._convolve(
+                inputs[start:stop], weights, bias, outputs[start:stop], padding, stride, accumulate
+            )
+
+        _in_image_blocks(outputs.shape[0], outputs.size + inputs.size, block)
 
     def _convolve(self, inputs, weights, bias, outputs, padding, stride, accumulate=False):
         """The convolution into ``outputs``; with ``accumulate``, added to them (no bias)."""
@@ -394,9 +484,6 @@ class NumpyHandler(Handler):
     ):
         n, ho, wo, f = out_deltas.shape
         _, kh, kw, c = weights.shape
-        (sh, sw), p = stride, padding
-        _, h, w, _ = inputs.shape
-        padded = self._pad(inputs, p, 0, role="conv backward")
         all_deltas = out_deltas.reshape(n * ho * wo, f)
         # a matrix-vector product beats sum(axis=0) over the (N*Ho*Wo, F) deltas
         ones = np.ones(all_deltas.shape[0], dtype=all_deltas.dtype)
@@ -404,21 +491,43 @@ class NumpyHandler(Handler):
             np.dot(ones, all_deltas, out=bias_deltas)
         else:
             bias_deltas[...] = np.dot(ones, all_deltas)
-        flip = stride == (1, 1) and kh == kw and p < kh and c >= _FLIPPED_MIN_CHANNELS
+        flip = stride == (1, 1) and kh == kw and padding < kh and c >= _FLIPPED_MIN_CHANNELS
+        # the weight gradient from grouped columns (as in the forward pass) unless the
+        # input deltas need the plain column deltas
+        group = _pixel_group(stride, kw, wo, f) if in_deltas is None or flip else 1
+        flipped = None
         if in_deltas is not None and flip:
             # stride 1: the input deltas are the convolution of the output deltas,
             # padded by kh - 1 - p, with the flipped kernel (filters and channels
             # swapped): one chunked im2col GEMM, no scattered adds
             flipped = np.ascontiguousarray(weights[:, ::-1, ::-1, :].transpose(3, 1, 2, 0))
-            no_bias = np.zeros(c, dtype=self.dtype)
-            self._convolve(out_deltas, flipped, no_bias, in_deltas, kh - 1 - p, (1, 1), True)
-            in_deltas = None  # done
-        # the weight gradient from grouped columns (as in the forward pass) unless the
-        # input deltas still need the plain column deltas
-        group = _pixel_group(stride, kw, wo, f) if in_deltas is None else 1
+
+        def block(start, stop):
+            deltas = None if in_deltas is None else in_deltas[start:stop]
+            if flipped is not None:
+                no_bias = np.zeros(c, dtype=self.dtype)
+                pad = kh - 1 - padding
+                self._convolve(out_deltas[start:stop], flipped, no_bias, deltas, pad, (1, 1), True)
+                deltas = None  # done
+            return self._weight_gradient(
+                inputs[start:stop], weights, padding, stride, deltas, out_deltas[start:stop], group
+            )
+
+        size = inputs.size + out_deltas.size
+        gradient = sum(_in_image_blocks(n, size, block))
+        weight_deltas[...] = _fold_grouped_gradient(gradient, (kh, kw, c), group, f)
+
+    def _weight_gradient(self, inputs, weights, padding, stride, in_deltas, out_deltas, group):
+        """The gradient of the (banded, for ``group > 1``) filter matrix; adds the input
+        deltas through column deltas into ``in_deltas`` unless it is None."""
+        n, ho, wo, f = out_deltas.shape
+        _, kh, kw, c = weights.shape
+        (sh, sw), p = stride, padding
+        _, h, w, _ = inputs.shape
+        padded = self._pad(inputs, p, 0, role="conv backward")
         rows = ho * (wo // group)
         k = kh * (kw + group - 1) * c
-        grouped_deltas = all_deltas.reshape(n * rows, group * f)
+        grouped_deltas = out_deltas.reshape(n * rows, group * f)
         filters = weights.reshape(f, -1)
         gradient = np.zeros((k, group * f), dtype=self.dtype)
         # chunks of images whose columns (and column deltas) stay in the cache
@@ -443,9 +552,17 @@ class NumpyHandler(Handler):
                 for j in range(kw):
                     acc[:, :, i : i + sh * ho : sh, j : j + sw * wo : sw] += column_deltas[i, j]
             in_deltas[start:stop] += acc[:, :, p : p + h, p : p + w].transpose(1, 2, 3, 0)
-        weight_deltas[...] = _fold_grouped_gradient(gradient, (kh, kw, c), group, f)
+        return gradient
 
     def maxpool2d_forward_batch(self, inputs, window, outputs, padding, stride, argmax):
+        def block(start, stop):
+            self._maxpool_forward(
+                inputs[start:stop], window, outputs[start:stop], padding, stride, argmax[start:stop]
+            )
+
+        _in_image_blocks(outputs.shape[0], inputs.size, block)
+
+    def _maxpool_forward(self, inputs, window, outputs, padding, stride, argmax):
         # separable: the maximum over the kw pixels of every window row, then over the
         # kh row maxima of each window, in chunks of images that keep the row maxima in
         # the cache. The winner is tracked as k = i * Wp + j (offset (i, j) in the padded
@@ -517,6 +634,17 @@ class NumpyHandler(Handler):
     def maxpool2d_backward_batch(
         self, inputs, window, outputs, padding, stride, argmax, in_deltas, out_deltas
     ):
+        def block(start, stop):
+            self._maxpool_backward(
+                inputs[start:stop],
+                argmax[start:stop],
+                in_deltas[start:stop],
+                out_deltas[start:stop],
+            )
+
+        _in_image_blocks(inputs.shape[0], inputs.size, block)
+
+    def _maxpool_backward(self, inputs, argmax, in_deltas, out_deltas):
         n, h, w, c = inputs.shape
         size = h * w * c
         index = argmax.astype(np.intp)
@@ -570,7 +698,7 @@ class NumpyHandler(Handler):
             padded = np.full(shape, value, dtype=self.dtype)
         else:
             cache = self.__dict__.setdefault("_padded_cache", {})
-            key = (role, shape, value)
+            key = (role, threading.get_ident(), shape, value)
             padded = cache.get(key)
             if padded is None:
                 if len(cache) >= _PADDED_CACHE_SIZE:
@@ -611,7 +739,11 @@ class NumpyHandler(Handler):
 
 
 #: Padded image buffers kept by a handler (one per role and shape; see ``_pad``).
-_PADDED_CACHE_SIZE = 16
+_PADDED_CACHE_SIZE = 64
+
+#: Convolutions and pooling of at least this many floats run on blocks of images in
+#: parallel threads (see ``_in_image_blocks``).
+_PARALLEL_MIN_FLOATS = 1 << 18
 
 #: Elements per chunk of the chunked elementwise ops (256 KB of float32: stays in cache).
 _CHUNK = 1 << 16
