@@ -102,10 +102,39 @@ def test_pixel_groups_are_chosen_only_where_they_apply():
 
 @pytest.fixture
 def image_blocks(monkeypatch):
-    """Three threads, and convolutions and pooling of any size split into image blocks."""
+    """Three threads, and every op of any size split over them where it can be."""
     monkeypatch.setenv("BRAINSTORM_NUMPY_THREADS", "3")
     monkeypatch.setattr(module, "_pool_state", {"pid": None, "pool": None, "threads": 1})
     monkeypatch.setattr(module, "_PARALLEL_MIN_FLOATS", 1)
+    monkeypatch.setattr(module, "_PARALLEL_MIN_FLOPS", 1)
+    monkeypatch.setattr(module, "_PARALLEL_MIN_ELEMENTS", 1)
+
+
+@pytest.mark.parametrize("case", [c.name for c in CONFORMANCE_CASES])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_op_conforms_when_split_over_threads(image_blocks, case, dtype):
+    check_op(NumpyHandler(dtype), case)
+
+
+def test_products_and_elementwise_ops_really_split(image_blocks, monkeypatch):
+    blocks = []
+    original = module._in_blocks
+
+    def spy(n, work, function, minimum=None):
+        results = original(n, work, function, minimum)
+        blocks.append((n, len(results)))
+        return results
+
+    monkeypatch.setattr(module, "_in_blocks", spy)
+    h = NumpyHandler(np.float64)
+    rng = np.random.RandomState(0)
+    a, b = rng.randn(7, 4), rng.randn(4, 5)
+    out = np.zeros((7, 5))
+    h.dot_add_mm(a, b, out)
+    np.testing.assert_allclose(out, a @ b)
+    h.rel(a, a)
+    np.testing.assert_array_equal(a, np.maximum(a, 0))
+    assert blocks == [(7, 3), (7, 3)]
 
 
 IMAGE_OPS = (
@@ -137,7 +166,7 @@ def test_image_blocks_really_run_on_several_threads(image_blocks):
         seen.append((start, stop, threading.get_ident()))
         return stop - start
 
-    assert sum(module._in_image_blocks(7, 10**6, block)) == 7
+    assert sum(module._in_blocks(7, 10**6, block)) == 7
     assert sorted((a, b) for a, b, _ in seen) == [(0, 3), (3, 6), (6, 7)]
     assert len({ident for _, _, ident in seen}) > 1
 

@@ -195,6 +195,41 @@ def _usable(*arrays):
     )
 
 
+def can_gemm(a, b, out):
+    """Whether :func:`gemm` would take these arrays (without computing anything)."""
+    if not _state["loaded"]:
+        _load()
+    if not isinstance(out, np.ndarray) or out.dtype not in _state["gemm"]:
+        return False
+    if not _usable(a, b, out) or not out.flags.writeable:
+        return False
+    if a.shape[0] != out.shape[0] or b.shape != (a.shape[1], out.shape[1]):
+        return False
+    if np.may_share_memory(out, a) or np.may_share_memory(out, b):
+        return False
+    return all(_layout(m) is not None for m in (a, b, out))
+
+
+def can_axpy(x, y):
+    """Whether :func:`axpy` would take these arrays (without computing anything)."""
+    if not _state["loaded"]:
+        _load()
+    return (
+        isinstance(y, np.ndarray)
+        and y.dtype in _state["axpy"]
+        and isinstance(x, np.ndarray)
+        and x.dtype == y.dtype
+        and x.size == y.size
+        and x.size > 0
+        and x.flags.c_contiguous
+        and y.flags.c_contiguous
+        and y.flags.writeable
+        and x.flags.aligned
+        and y.flags.aligned
+        and not np.may_share_memory(x, y)
+    )
+
+
 def gemm(a, b, out, alpha=1.0, beta=0.0):
     """``out = alpha * a @ b + beta * out`` in place with BLAS; False if it can't.
 
