@@ -277,6 +277,9 @@ class NumpyHandler(Handler):
     def is_fully_finite(self, a):
         return bool(np.isfinite(a).all())
 
+    def run_in_blocks(self, n, function, work=0):
+        _in_blocks(n, work, function, _PARALLEL_MIN_BLOCK_WORK)
+
     # ------------------------------------------------------ elementwise: tensors
 
     @_rows_in_parallel
@@ -888,6 +891,9 @@ _PARALLEL_MIN_FLOATS = 1 << 18
 #: Elementwise ops on arrays of at least this many elements run on blocks of rows in
 #: parallel threads (see ``_rows_in_parallel``).
 _PARALLEL_MIN_ELEMENTS = 1 << 17
+
+#: ``run_in_blocks`` splits work of at least this many floats over threads.
+_PARALLEL_MIN_BLOCK_WORK = 1 << 20
 
 #: Matrix products of at least this many FLOPs are split over threads (see ``_gemm``).
 _PARALLEL_MIN_FLOPS = 1 << 22
