@@ -35,8 +35,11 @@ before): a ceiling for any implementation built on them.
 
 Usage::
 
-    python benchmarks/bench_train_step.py [--out results.json] [--steps 7]
-        [--only mlp,cnn] [--breakdown] [--profile]
+    python benchmarks/bench_train_step.py [--out results.json] [--rounds 15]
+        [--steps N] [--only mlp,cnn] [--peer torch] [--breakdown] [--profile]
+
+``--peer torch`` (with PyTorch installed) times the same networks in PyTorch
+(``torch_peer.py``) in the same rounds, between the same peak measurements.
 
 Reports, never asserts: the targets of issue #4 are printed next to the numbers.
 """
