@@ -107,6 +107,7 @@ def image_blocks(monkeypatch):
     monkeypatch.setattr(module, "_pool_state", {"pid": None, "pool": None, "threads": 1})
     monkeypatch.setattr(module, "_PARALLEL_MIN_FLOATS", 1)
     monkeypatch.setattr(module, "_PARALLEL_MIN_FLOPS", 1)
+    monkeypatch.setattr(module, "_SMALL_PRODUCT_FLOPS", 0)
     monkeypatch.setattr(module, "_PARALLEL_MIN_ELEMENTS", 1)
 
 

@@ -118,15 +118,17 @@ def _in_blocks(n, work, function, minimum=None):
 
 
 def _gemm(a, b, out, beta=0.0):
-    """``out = a @ b + beta * out`` with BLAS, split over threads; False if BLAS can't.
+    """``out = a @ b + beta * out`` with BLAS, split over threads; False if BLAS can't
+    or the product is small (:data:`_SMALL_PRODUCT_FLOPS`: ``np.dot`` has less
+    overhead there, and OpenBLAS runs those on one thread anyway).
 
     The output is split along its longer side: every thread computes a block of
     rows (or columns) of ``out`` from the whole of the other operand.
     """
-    if not _blas.can_gemm(a, b, out):
-        return False
     m, n = out.shape
     flops = 2 * m * n * a.shape[1]
+    if flops < _SMALL_PRODUCT_FLOPS or not _blas.can_gemm(a, b, out):
+        return False
     if m >= n:
 
         def block(start, stop):
@@ -182,6 +184,11 @@ def _rows_in_parallel(method):
 
     @functools.wraps(method)
     def run(self, *args, **kwargs):
+        for a in args:  # cheap test first: most calls are small
+            if type(a) is np.ndarray and a.size >= _PARALLEL_MIN_ELEMENTS:
+                break
+        else:
+            return method(self, *args, **kwargs)
         n = None if kwargs else _splittable_rows(args)
         if n is None:
             return method(self, *args, **kwargs)
@@ -895,8 +902,12 @@ _PARALLEL_MIN_ELEMENTS = 1 << 17
 #: ``run_in_blocks`` splits work of at least this many floats over threads.
 _PARALLEL_MIN_BLOCK_WORK = 1 << 20
 
+#: Matrix products of fewer FLOPs go to ``np.dot`` (the direct BLAS call costs more
+#: Python overhead than they take).
+_SMALL_PRODUCT_FLOPS = 1 << 24
+
 #: Matrix products of at least this many FLOPs are split over threads (see ``_gemm``).
-_PARALLEL_MIN_FLOPS = 1 << 22
+_PARALLEL_MIN_FLOPS = 1 << 25
 
 #: Elements per chunk of the chunked elementwise ops (256 KB of float32: stays in cache).
 _CHUNK = 1 << 16
