@@ -26,7 +26,7 @@ import os
 
 import numpy as np
 
-__all__ = ["available", "axpy", "gemm", "single_threaded"]
+__all__ = ["available", "axpy", "gemm"]
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
@@ -38,7 +38,7 @@ _FLAVOURS = (
     ("cblas_", "", ctypes.c_int32),
 )
 
-_state = {"loaded": False, "gemm": {}, "axpy": {}, "local_threads": None}
+_state = {"loaded": False, "gemm": {}, "axpy": {}}
 
 
 def _library_paths():
@@ -93,51 +93,9 @@ def _load():
             _state["axpy"] = {np.dtype(np.float32): functions["s"][1]}
             _state["axpy"][np.dtype(np.float64)] = functions["d"][1]
             if _self_test():
-                _state["local_threads"] = _bind_local_threads(lib)
                 return
             _state["gemm"], _state["axpy"] = {}, {}
     _state["gemm"], _state["axpy"] = {}, {}
-
-
-def _bind_local_threads(lib):
-    """OpenBLAS's ``openblas_set_num_threads_local`` (0.3.27 and newer), or None."""
-    try:
-        function = lib.openblas_set_num_threads_local
-    except AttributeError:
-        return None
-    function.argtypes = [ctypes.c_int]
-    function.restype = ctypes.c_int
-    return function
-
-
-class single_threaded:  # noqa: N801 (used like a function)
-    """Context manager: BLAS calls of the current thread run on this thread alone.
-
-    Lets several threads of ours each run their own products at the same time
-    (``openblas_set_num_threads_local``: other threads are not affected). Its
-    ``active`` attribute is False where the library has no such control; the
-    block then runs unchanged.
-    """
-
-    def __enter__(self):
-        if not _state["loaded"]:
-            _load()
-        function = _state["local_threads"]
-        self.active = function is not None
-        self._previous = function(1) if self.active else None
-        return self
-
-    def __exit__(self, *exc):
-        if self.active:
-            _state["local_threads"](self._previous)
-        return False
-
-
-def can_run_single_threaded():
-    """Whether :class:`single_threaded` can really limit the BLAS calls of a thread."""
-    if not _state["loaded"]:
-        _load()
-    return _state["local_threads"] is not None
 
 
 def _self_test():
@@ -192,41 +150,6 @@ def _usable(*arrays):
         and m.flags.aligned
         and m.size > 0
         for m in arrays
-    )
-
-
-def can_gemm(a, b, out):
-    """Whether :func:`gemm` would take these arrays (without computing anything)."""
-    if not _state["loaded"]:
-        _load()
-    if not isinstance(out, np.ndarray) or out.dtype not in _state["gemm"]:
-        return False
-    if not _usable(a, b, out) or not out.flags.writeable:
-        return False
-    if a.shape[0] != out.shape[0] or b.shape != (a.shape[1], out.shape[1]):
-        return False
-    if np.may_share_memory(out, a) or np.may_share_memory(out, b):
-        return False
-    return all(_layout(m) is not None for m in (a, b, out))
-
-
-def can_axpy(x, y):
-    """Whether :func:`axpy` would take these arrays (without computing anything)."""
-    if not _state["loaded"]:
-        _load()
-    return (
-        isinstance(y, np.ndarray)
-        and y.dtype in _state["axpy"]
-        and isinstance(x, np.ndarray)
-        and x.dtype == y.dtype
-        and x.size == y.size
-        and x.size > 0
-        and x.flags.c_contiguous
-        and y.flags.c_contiguous
-        and y.flags.writeable
-        and x.flags.aligned
-        and y.flags.aligned
-        and not np.may_share_memory(x, y)
     )
 
 

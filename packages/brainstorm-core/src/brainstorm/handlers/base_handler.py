@@ -238,24 +238,6 @@ class Handler(Describable):
         """
         raise _abstract(self, "is_fully_finite")
 
-    def run_in_blocks(self, n, function, work=0):
-        """Run ``function(start, stop)`` over blocks of ``range(n)`` (generic).
-
-        For work whose blocks are independent, e.g. the recurrence of a
-        recurrent layer over rows of the batch (the sequences do not interact):
-        a handler may run the blocks in parallel threads; the function must then
-        touch only the rows ``start:stop`` of the batch-sized data and use the
-        handler's ops only. This generic version runs one block ``(0, n)``.
-
-        Args:
-            n: the number of rows (e.g. the batch size).
-            function: called as ``function(start, stop)``; its return value is
-                ignored.
-            work: about how many floats the whole call processes; a handler
-                may keep small work on one thread.
-        """
-        function(0, n)
-
     # ------------------------------------------------------ elementwise: tensors
 
     def abs_t(self, a, out):

@@ -389,22 +389,6 @@ class DebugHandler(Handler):
         self._call("is_fully_finite", a=a)
         return bool(self.handler.is_fully_finite(a.array))
 
-    def run_in_blocks(self, n, function, work=0):
-        """Runs the blocks one after the other, in two blocks whenever ``n > 1``, so
-        that checks exercise a layer's block logic (the wrapped handler is not used)."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"DebugHandler.run_in_blocks: n must be an int >= 0, got {n!r}")
-        if not callable(function):
-            raise TypeError(
-                f"DebugHandler.run_in_blocks: function must be callable, got {function!r}"
-            )
-        if n < 2:
-            function(0, n)
-            return
-        half = n // 2
-        function(0, half)
-        function(half, n)
-
     # ------------------------------------------------------ elementwise: tensors
 
     def _unary(self, op, a, out):

@@ -11,9 +11,6 @@ vectorized over a chunk of images, the output pixels and the channels.
 from __future__ import annotations
 
 import functools
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -23,188 +20,6 @@ from brainstorm.handlers import _blas
 from brainstorm.handlers.base_handler import Handler
 
 __all__ = ["NumpyHandler"]
-
-
-def _thread_count():
-    """Threads for the image-parallel ops: ``BRAINSTORM_NUMPY_THREADS`` or the usable
-    CPUs (at most 8)."""
-    setting = os.environ.get("BRAINSTORM_NUMPY_THREADS", "").strip()
-    if setting:
-        try:
-            return max(1, int(setting))
-        except ValueError:
-            raise ValueError(
-                f"BRAINSTORM_NUMPY_THREADS must be a whole number, got {setting!r}"
-            ) from None
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    return max(1, min(cpus, 8))
-
-
-_pool_lock = threading.Lock()
-_pool_state = {"pid": None, "pool": None, "threads": 1}
-
-
-def _pool():
-    """``(pool, threads)``: the shared workers (``threads - 1`` of them: the caller
-    does a share too; None for one thread), made anew in a forked child process."""
-    with _pool_lock:
-        if _pool_state["pid"] != os.getpid():
-            threads = _thread_count()
-            _pool_state["threads"] = threads
-            _pool_state["pool"] = (
-                ThreadPoolExecutor(threads - 1, thread_name_prefix="brainstorm-numpy")
-                if threads > 1
-                else None
-            )
-            _pool_state["pid"] = os.getpid()
-        return _pool_state["pool"], _pool_state["threads"]
-
-
-_inside = threading.local()  # .block: this thread runs a block of _in_blocks
-
-
-def _threads_usable():
-    """Whether the handler may run work on its own threads (several CPUs and a BLAS
-    whose thread count can be limited per thread, so the two never compete)."""
-    pool, _ = _pool()
-    return pool is not None and _blas.can_run_single_threaded()
-
-
-def _in_blocks(n, work, function, minimum=None):
-    """Run ``function(start, stop)`` over blocks of ``range(n)``, in parallel threads.
-
-    Each thread (the caller included) takes one block and runs its BLAS calls
-    single-threaded (``_blas.single_threaded``): the handler's parallelism is
-    its own, so OpenBLAS's worker threads never wake up (after a product they
-    spin for a long while, and would take the CPU the next parallel block
-    needs). Runs as one block on the caller when ``work`` is below ``minimum``
-    (default :data:`_PARALLEL_MIN_FLOATS`), when called from inside a block, with
-    one thread, or when the BLAS threads cannot be limited per thread (in the
-    last two cases, BLAS runs with the threads it is configured for).
-
-    Returns:
-        The list of the blocks' return values, in block order.
-    """
-    if getattr(_inside, "block", False):
-        return [function(0, n)]
-    threshold = _PARALLEL_MIN_FLOATS if minimum is None else minimum
-    pool, threads = _pool()
-    if pool is None or not _blas.can_run_single_threaded():
-        return [function(0, n)]  # BLAS threads as configured (one thread of ours)
-    if n < 2 or work < threshold:
-        with _blas.single_threaded():  # small: leave the BLAS worker threads asleep
-            return [function(0, n)]
-    count = min(threads, n)
-    step = -(-n // count)
-    blocks = [(start, min(start + step, n)) for start in range(0, n, step)]
-
-    def run(start, stop):
-        _inside.block = True
-        try:
-            with _blas.single_threaded():
-                return function(start, stop)
-        finally:
-            _inside.block = False
-
-    futures = [pool.submit(run, *block) for block in blocks[1:]]
-    try:
-        results = [run(*blocks[0])]
-    finally:
-        results += [future.result() for future in futures]
-    return results
-
-
-def _gemm(a, b, out, beta=0.0):
-    """``out = a @ b + beta * out`` with BLAS, split over threads; False if BLAS can't
-    or the product is small (:data:`_SMALL_PRODUCT_FLOPS`: ``np.dot`` has less
-    overhead there, and OpenBLAS runs those on one thread anyway).
-
-    The output is split along its longer side: every thread computes a block of
-    rows (or columns) of ``out`` from the whole of the other operand.
-    """
-    m, n = out.shape
-    flops = 2 * m * n * a.shape[1]
-    if flops < _SMALL_PRODUCT_FLOPS or not _blas.can_gemm(a, b, out):
-        return False
-    if m >= n:
-
-        def block(start, stop):
-            _blas.gemm(a[start:stop], b, out[start:stop], beta=beta)
-
-        _in_blocks(m, flops, block, _PARALLEL_MIN_FLOPS)
-    else:
-
-        def block(start, stop):
-            _blas.gemm(a, b[:, start:stop], out[:, start:stop], beta=beta)
-
-        _in_blocks(n, flops, block, _PARALLEL_MIN_FLOPS)
-    return True
-
-
-def _splittable_rows(args):
-    """The length of the first axis to split the array arguments along, or None.
-
-    Only big ops (an array of at least :data:`_PARALLEL_MIN_ELEMENTS` elements)
-    are split. Arrays whose first axis is not the longest one (broadcast
-    vectors) are passed whole. Two different arrays that share memory without
-    being the very same view are never split: one thread could write what
-    another reads.
-    """
-    arrays = [a for a in args if isinstance(a, np.ndarray)]
-    if not arrays or max(a.size for a in arrays) < _PARALLEL_MIN_ELEMENTS:
-        return None
-    if not _threads_usable() or getattr(_inside, "block", False):
-        return None
-    n = max(a.shape[0] if a.ndim else 0 for a in arrays)
-    for i, a in enumerate(arrays):
-        for b in arrays[i + 1 :]:
-            if a is b or not np.may_share_memory(a, b):
-                continue
-            same = (
-                a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
-                and a.strides == b.strides
-                and a.shape == b.shape
-            )
-            if not same:
-                return None
-    return n if n >= 2 else None
-
-
-def _rows_in_parallel(method):
-    """Run a handler op on blocks of rows in parallel threads when its arrays are big.
-
-    For ops whose rows (first axis) are independent: elementwise ops (the arrays
-    of full length are split, broadcast vectors passed whole) and softmax over
-    rows. NumPy releases the GIL inside its loops, so memory-bound passes over
-    large arrays run almost twice as fast on two cores.
-    """
-
-    @functools.wraps(method)
-    def run(self, *args, **kwargs):
-        for a in args:  # cheap test first: most calls are small
-            if type(a) is np.ndarray and a.size >= _PARALLEL_MIN_ELEMENTS:
-                break
-        else:
-            return method(self, *args, **kwargs)
-        n = None if kwargs else _splittable_rows(args)
-        if n is None:
-            return method(self, *args, **kwargs)
-
-        def block(start, stop):
-            method(
-                self,
-                *[
-                    a[start:stop] if isinstance(a, np.ndarray) and a.ndim and a.shape[0] == n else a
-                    for a in args
-                ],
-            )
-
-        _in_blocks(n, n, block, minimum=0)
-
-    return run
 
 
 class NumpyHandler(Handler):
@@ -267,14 +82,12 @@ class NumpyHandler(Handler):
     def set_from_numpy(self, mem, arr):
         mem[...] = arr
 
-    @_rows_in_parallel
     def copy_to(self, src, dest):
         np.copyto(dest, src, casting="same_kind")
 
     def copy_to_if(self, src, dest, cond):
         np.copyto(dest, src, where=cond != 0)
 
-    @_rows_in_parallel
     def fill(self, mem, val):
         mem.fill(val)
 
@@ -284,48 +97,35 @@ class NumpyHandler(Handler):
     def is_fully_finite(self, a):
         return bool(np.isfinite(a).all())
 
-    def run_in_blocks(self, n, function, work=0):
-        _in_blocks(n, work, function, _PARALLEL_MIN_BLOCK_WORK)
-
     # ------------------------------------------------------ elementwise: tensors
 
-    @_rows_in_parallel
     def abs_t(self, a, out):
         np.abs(a, out=out)
 
-    @_rows_in_parallel
     def sign_t(self, a, out):
         np.sign(a, out=out)
 
-    @_rows_in_parallel
     def log_t(self, a, out):
         np.log(a, out=out)
 
-    @_rows_in_parallel
     def sqrt_t(self, a, out):
         np.sqrt(a, out=out)
 
-    @_rows_in_parallel
     def clip_t(self, a, a_min, a_max, out):
         np.clip(a, self._scalar(a_min), self._scalar(a_max), out=out)
 
-    @_rows_in_parallel
     def add_tt(self, a, b, out):
         np.add(a, b, out=out)
 
-    @_rows_in_parallel
     def subtract_tt(self, a, b, out):
         np.subtract(a, b, out=out)
 
-    @_rows_in_parallel
     def mult_tt(self, a, b, out):
         np.multiply(a, b, out=out)
 
-    @_rows_in_parallel
     def mult_add_tt(self, a, b, out):
         out += a * b
 
-    @_rows_in_parallel
     def divide_tt(self, a, b, out):
         np.divide(a, b, out=out)
 
@@ -337,25 +137,16 @@ class NumpyHandler(Handler):
 
     # ------------------------------------------------------ elementwise: scalars
 
-    @_rows_in_parallel
     def add_st(self, s, t, out):
         np.add(t, self._scalar(s), out=out)
 
-    @_rows_in_parallel
     def mult_st(self, s, t, out):
         np.multiply(t, self._scalar(s), out=out)
 
     def mult_add_st(self, s, t, out):
         s = self._scalar(s)
-        if out.size > _CHUNK and t.dtype == self.dtype and _blas.can_axpy(t, out):
-            # one pass (the SGD update of the whole parameter buffer), over threads
-            flat_t, flat_out = t.reshape(-1), out.reshape(-1)
-            _in_blocks(
-                out.size,
-                out.size,
-                lambda start, stop: _blas.axpy(s, flat_t[start:stop], flat_out[start:stop]),
-            )
-            return
+        if out.size > _CHUNK and t.dtype == self.dtype and _blas.axpy(s, t, out):
+            return  # one pass (the SGD update of the whole parameter buffer)
         overlapping = t is not out and np.may_share_memory(t, out)
         if out.size <= _CHUNK or t.shape != out.shape or overlapping:
             out += s * t  # (s * t is computed whole first: right even when t overlaps out)
@@ -375,23 +166,18 @@ class NumpyHandler(Handler):
 
     # ------------------------------------------- matrix with broadcast vector
 
-    @_rows_in_parallel
     def add_mv(self, m, v, out):
         np.add(m, v, out=out)
 
-    @_rows_in_parallel
     def subtract_mv(self, m, v, out):
         np.subtract(m, v, out=out)
 
-    @_rows_in_parallel
     def mult_mv(self, m, v, out):
         np.multiply(m, v, out=out)
 
-    @_rows_in_parallel
     def mult_add_mv(self, m, v, out):
         out += m * v
 
-    @_rows_in_parallel
     def divide_mv(self, m, v, out):
         np.divide(m, v, out=out)
 
@@ -447,8 +233,7 @@ class NumpyHandler(Handler):
                 and np.may_share_memory(flat_out, out)
                 and not np.may_share_memory(flat_out, a)
             ):
-                if not _gemm(ones[None, :], a, flat_out[None, :]):
-                    np.dot(ones, a, out=flat_out)
+                np.dot(ones, a, out=flat_out)
             else:
                 out[...] = np.dot(ones, a).reshape(out.shape)
         else:
@@ -470,8 +255,8 @@ class NumpyHandler(Handler):
         b = b.T if transb else b
         if _transposed_product_is_faster(a, b):
             out[...] = self._transposed_product(a, b).T
-        elif _gemm(a, b, out):
-            pass
+        elif not out.flags.c_contiguous and _blas.gemm(a, b, out):
+            pass  # straight into the strided output, no temporary
         elif (
             out.flags.c_contiguous
             and out.dtype == np.result_type(a, b)
@@ -486,29 +271,26 @@ class NumpyHandler(Handler):
         b = b.T if transb else b
         if _transposed_product_is_faster(a, b):
             out += self._transposed_product(a, b).T
-        elif not _gemm(a, b, out, beta=1.0):  # accumulates without a temporary
+        elif not _blas.gemm(a, b, out, beta=1.0):  # accumulates without a temporary
             out += np.dot(a, b)
 
     def _transposed_product(self, a, b):
-        """``b.T @ a.T`` in a scratch array of this thread, reused across calls (valid
-        until its next call): fresh temporaries this size would cost new pages."""
+        """``b.T @ a.T`` in a scratch array reused across calls (valid until the next
+        call): fresh temporaries of this size would come from new pages each time."""
         dtype = np.result_type(a, b)
         shape = (b.shape[1], a.shape[0])
         cache = self.__dict__.setdefault("_product_cache", {})
-        key = (threading.get_ident(), shape, dtype)
-        scratch = cache.get(key)
+        scratch = cache.get((shape, dtype))
         if scratch is None:
-            if len(cache) > 32:
+            if len(cache) > 16:
                 cache.clear()
-            scratch = cache[key] = np.empty(shape, dtype=dtype)
-        if not _gemm(b.T, a.T, scratch):
-            np.dot(b.T, a.T, out=scratch)
+            scratch = cache[(shape, dtype)] = np.empty(shape, dtype=dtype)
+        np.dot(b.T, a.T, out=scratch)
         return scratch
 
     # ------------------------------------------------------------ activations
     # Each function next to its derivative; derivatives work from the outputs y.
 
-    @_rows_in_parallel
     def sigmoid(self, x, y):
         # 1 / (1 + exp(-x)) in four passes without temporaries; keeps the relative
         # precision in the negative tail. Below about -88 (float32) exp(-x)
@@ -527,46 +309,38 @@ class NumpyHandler(Handler):
         e += 1
         np.reciprocal(e, out=y)
 
-    @_rows_in_parallel
     def sigmoid_deriv(self, x, y, dy, dx):
         factor = _scratch(dx, y, dy)
         np.multiply(y, y, out=factor)
         np.subtract(y, factor, out=factor)  # y (1 - y)
         np.multiply(dy, factor, out=dx)
 
-    @_rows_in_parallel
     def tanh(self, x, y):
         np.tanh(x, out=y)
 
-    @_rows_in_parallel
     def tanh_deriv(self, x, y, dy, dx):
         factor = _scratch(dx, y, dy)
         np.multiply(y, y, out=factor)
         np.subtract(self._scalar(1), factor, out=factor)
         np.multiply(dy, factor, out=dx)
 
-    @_rows_in_parallel
     def rel(self, x, y):
         np.maximum(x, 0, out=y)
 
-    @_rows_in_parallel
     def rel_deriv(self, x, y, dy, dx):
         np.multiply(dy, y > 0, out=dx)
 
-    @_rows_in_parallel
     def el(self, x, y):
         negative_part = np.expm1(np.minimum(x, 0))
         np.maximum(x, 0, out=y)
         y += negative_part
 
-    @_rows_in_parallel
     def el_deriv(self, x, y, dy, dx):
         factor = _scratch(dx, y, dy)
         np.add(y, self._scalar(1), out=factor)
         np.minimum(factor, self._scalar(1), out=factor)
         np.multiply(dy, factor, out=dx)
 
-    @_rows_in_parallel
     def softmax_m(self, m, out):
         row_max = m.max(axis=1, keepdims=True)
         np.subtract(m, row_max, out=out)
@@ -576,19 +350,7 @@ class NumpyHandler(Handler):
     # ----------------------------------------------------------------- images
 
     def conv2d_forward_batch(self, inputs, weights, bias, outputs, padding, stride):
-        self._convolve_in_blocks(inputs, weights, bias, outputs, padding, stride)
-
-    def _convolve_in_blocks(
-        self, inputs, weights, bias, outputs, padding, stride, accumulate=False
-    ):
-        """:meth:`_convolve` on blocks of images in parallel threads."""
-
-        def block(start, stop):
-            self._convolve(
-                inputs[start:stop], weights, bias, outputs[start:stop], padding, stride, accumulate
-            )
-
-        _in_blocks(outputs.shape[0], outputs.size + inputs.size, block)
+        self._convolve(inputs, weights, bias, outputs, padding, stride)
 
     def _convolve(self, inputs, weights, bias, outputs, padding, stride, accumulate=False):
         """The convolution into ``outputs``; with ``accumulate``, added to them (no bias)."""
@@ -632,52 +394,31 @@ class NumpyHandler(Handler):
     ):
         n, ho, wo, f = out_deltas.shape
         _, kh, kw, c = weights.shape
+        (sh, sw), p = stride, padding
+        _, h, w, _ = inputs.shape
+        padded = self._pad(inputs, p, 0, role="conv backward")
         all_deltas = out_deltas.reshape(n * ho * wo, f)
         # a matrix-vector product beats sum(axis=0) over the (N*Ho*Wo, F) deltas
-        ones = self._ones_vector(all_deltas.shape[0])
-        if not (
-            bias_deltas.ndim == 1
-            and all_deltas.dtype == self.dtype
-            and _gemm(ones[None, :], all_deltas, bias_deltas[None, :])
-        ):
-            bias_deltas[...] = np.dot(ones.astype(all_deltas.dtype), all_deltas)
-        flip = stride == (1, 1) and kh == kw and padding < kh and c >= _FLIPPED_MIN_CHANNELS
-        # the weight gradient from grouped columns (as in the forward pass) unless the
-        # input deltas need the plain column deltas
-        group = _pixel_group(stride, kw, wo, f) if in_deltas is None or flip else 1
-        flipped = None
+        ones = np.ones(all_deltas.shape[0], dtype=all_deltas.dtype)
+        if bias_deltas.flags.c_contiguous and bias_deltas.dtype == all_deltas.dtype:
+            np.dot(ones, all_deltas, out=bias_deltas)
+        else:
+            bias_deltas[...] = np.dot(ones, all_deltas)
+        flip = stride == (1, 1) and kh == kw and p < kh and c >= _FLIPPED_MIN_CHANNELS
         if in_deltas is not None and flip:
             # stride 1: the input deltas are the convolution of the output deltas,
             # padded by kh - 1 - p, with the flipped kernel (filters and channels
             # swapped): one chunked im2col GEMM, no scattered adds
             flipped = np.ascontiguousarray(weights[:, ::-1, ::-1, :].transpose(3, 1, 2, 0))
-
-        def block(start, stop):
-            deltas = None if in_deltas is None else in_deltas[start:stop]
-            if flipped is not None:
-                no_bias = np.zeros(c, dtype=self.dtype)
-                pad = kh - 1 - padding
-                self._convolve(out_deltas[start:stop], flipped, no_bias, deltas, pad, (1, 1), True)
-                deltas = None  # done
-            return self._weight_gradient(
-                inputs[start:stop], weights, padding, stride, deltas, out_deltas[start:stop], group
-            )
-
-        size = inputs.size + out_deltas.size
-        gradient = sum(_in_blocks(n, size, block))
-        weight_deltas[...] = _fold_grouped_gradient(gradient, (kh, kw, c), group, f)
-
-    def _weight_gradient(self, inputs, weights, padding, stride, in_deltas, out_deltas, group):
-        """The gradient of the (banded, for ``group > 1``) filter matrix; adds the input
-        deltas through column deltas into ``in_deltas`` unless it is None."""
-        n, ho, wo, f = out_deltas.shape
-        _, kh, kw, c = weights.shape
-        (sh, sw), p = stride, padding
-        _, h, w, _ = inputs.shape
-        padded = self._pad(inputs, p, 0, role="conv backward")
+            no_bias = np.zeros(c, dtype=self.dtype)
+            self._convolve(out_deltas, flipped, no_bias, in_deltas, kh - 1 - p, (1, 1), True)
+            in_deltas = None  # done
+        # the weight gradient from grouped columns (as in the forward pass) unless the
+        # input deltas still need the plain column deltas
+        group = _pixel_group(stride, kw, wo, f) if in_deltas is None else 1
         rows = ho * (wo // group)
         k = kh * (kw + group - 1) * c
-        grouped_deltas = out_deltas.reshape(n * rows, group * f)
+        grouped_deltas = all_deltas.reshape(n * rows, group * f)
         filters = weights.reshape(f, -1)
         gradient = np.zeros((k, group * f), dtype=self.dtype)
         # chunks of images whose columns (and column deltas) stay in the cache
@@ -702,17 +443,9 @@ class NumpyHandler(Handler):
                 for j in range(kw):
                     acc[:, :, i : i + sh * ho : sh, j : j + sw * wo : sw] += column_deltas[i, j]
             in_deltas[start:stop] += acc[:, :, p : p + h, p : p + w].transpose(1, 2, 3, 0)
-        return gradient
+        weight_deltas[...] = _fold_grouped_gradient(gradient, (kh, kw, c), group, f)
 
     def maxpool2d_forward_batch(self, inputs, window, outputs, padding, stride, argmax):
-        def block(start, stop):
-            self._maxpool_forward(
-                inputs[start:stop], window, outputs[start:stop], padding, stride, argmax[start:stop]
-            )
-
-        _in_blocks(outputs.shape[0], inputs.size, block)
-
-    def _maxpool_forward(self, inputs, window, outputs, padding, stride, argmax):
         # separable: the maximum over the kw pixels of every window row, then over the
         # kh row maxima of each window, in chunks of images that keep the row maxima in
         # the cache. The winner is tracked as k = i * Wp + j (offset (i, j) in the padded
@@ -784,17 +517,6 @@ class NumpyHandler(Handler):
     def maxpool2d_backward_batch(
         self, inputs, window, outputs, padding, stride, argmax, in_deltas, out_deltas
     ):
-        def block(start, stop):
-            self._maxpool_backward(
-                inputs[start:stop],
-                argmax[start:stop],
-                in_deltas[start:stop],
-                out_deltas[start:stop],
-            )
-
-        _in_blocks(inputs.shape[0], inputs.size, block)
-
-    def _maxpool_backward(self, inputs, argmax, in_deltas, out_deltas):
         n, h, w, c = inputs.shape
         size = h * w * c
         index = argmax.astype(np.intp)
@@ -848,7 +570,7 @@ class NumpyHandler(Handler):
             padded = np.full(shape, value, dtype=self.dtype)
         else:
             cache = self.__dict__.setdefault("_padded_cache", {})
-            key = (role, threading.get_ident(), shape, value)
+            key = (role, shape, value)
             padded = cache.get(key)
             if padded is None:
                 if len(cache) >= _PADDED_CACHE_SIZE:
@@ -889,25 +611,7 @@ class NumpyHandler(Handler):
 
 
 #: Padded image buffers kept by a handler (one per role and shape; see ``_pad``).
-_PADDED_CACHE_SIZE = 64
-
-#: Convolutions and pooling of at least this many floats run on blocks of images in
-#: parallel threads (see ``_in_blocks``).
-_PARALLEL_MIN_FLOATS = 1 << 18
-
-#: Elementwise ops on arrays of at least this many elements run on blocks of rows in
-#: parallel threads (see ``_rows_in_parallel``).
-_PARALLEL_MIN_ELEMENTS = 1 << 17
-
-#: ``run_in_blocks`` splits work of at least this many floats over threads.
-_PARALLEL_MIN_BLOCK_WORK = 1 << 20
-
-#: Matrix products of fewer FLOPs go to ``np.dot`` (the direct BLAS call costs more
-#: Python overhead than they take).
-_SMALL_PRODUCT_FLOPS = 1 << 24
-
-#: Matrix products of at least this many FLOPs are split over threads (see ``_gemm``).
-_PARALLEL_MIN_FLOPS = 1 << 25
+_PADDED_CACHE_SIZE = 16
 
 #: Elements per chunk of the chunked elementwise ops (256 KB of float32: stays in cache).
 _CHUNK = 1 << 16

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import inspect
 import itertools
-import threading
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -503,28 +502,9 @@ def _memory_cases():
                     f"is_fully_finite [{label}] with {special} on {handler!r}: returned {result!r}"
                 )
 
-    def run_run_in_blocks(handler):
-        for n, work in ((0, 0), (1, 10), (2, 0), (7, 1 << 30), (50, 1 << 30)):
-            calls, lock = [], threading.Lock()
-
-            def record(start, stop, calls=calls, lock=lock):
-                with lock:
-                    calls.append((start, stop))
-
-            result = handler.run_in_blocks(n, record, work)
-            _assert_returns_none(result, f"run_in_blocks({n})")
-            blocks = sorted(calls)
-            covered = [i for start, stop in blocks for i in range(start, stop)]
-            if covered != list(range(n)) or any(start > stop for start, stop in blocks):
-                raise AssertionError(
-                    f"run_in_blocks({n}) on {handler!r}: blocks {blocks} do not cover "
-                    f"range({n}) exactly once"
-                )
-
     shape = (4, 7)
     return [
         OpCase("allocate", "allocate", run_allocation("allocate", None)),
-        OpCase("run_in_blocks", "run_in_blocks", run_run_in_blocks),
         OpCase("ones", "ones", run_allocation("ones", 1)),
         OpCase("zeros", "zeros", run_allocation("zeros", 0)),
         OpCase("create_from_numpy", "create_from_numpy", run_create_from_numpy),

@@ -268,12 +268,11 @@ class Steps:
             carry = self.buffers.internals[carry_name(name)]
             handler.copy_to(self.state(name)[0], carry[self.T - 1])
 
-    def apply_mask(self, handler, t, *arrays, rows=None):
-        """Multiply ``(B, n)`` arrays by the mask of step ``t`` (if there is a mask);
-        with ``rows`` (a slice of the batch), arrays of those rows only."""
+    def apply_mask(self, handler, t, *arrays):
+        """Multiply ``(B, n)`` arrays by the mask of step ``t`` (if there is a mask)."""
         if self.mask is None:
             return
-        m = self.mask[t] if rows is None else self.mask[t][rows]
+        m = self.mask[t]
         for a in arrays:
             handler.mult_mv(a, m, a)
 

@@ -142,54 +142,34 @@ class LstmLayerImpl(RecurrentLayerBase):
         S, Gr = self.size, internals.Gr
         # all four recurrent products of a step in one (B, S) @ (S, 4S) GEMM
         R = consecutive(p, _RECURRENT).reshape((4 * S, S))
-        pre_activations = (Za, Ia, Fa, Oa)
+        blocks = [Gr[:, i * S : (i + 1) * S] for i in range(4)]
 
         for name, weights, bias in zip(_GATES, _WEIGHTS, _BIASES):
             self.project_inputs(buffers, p[weights], p[bias], internals[name])
-
-        def recurrence(start, stop):
-            # the sequences of the rows start:stop of the batch, from first to last step
-            rows = slice(start, stop)
-            gr = Gr[rows]
-            blocks = [gr[:, i * S : (i + 1) * S] for i in range(4)]
-            for t in steps.order:
-                y_prev = steps.prev_state("default", t)[rows]
-                c_prev = steps.prev_state("Ca", t)[rows]
-                za, ia, fa, oa = (g[t][rows] for g in pre_activations)
-                zb, ib, fb, ob = Zb[t][rows], Ib[t][rows], Fb[t][rows], Ob[t][rows]
-                c, cb, y_t = Ca[t][rows], Cb[t][rows], y[t][rows]
-                _h.dot_mm(y_prev, R, gr, transb=True)
-                for pre_activation, block in zip((za, ia, fa, oa), blocks):
-                    _h.add_tt(pre_activation, block, pre_activation)
-                _h.mult_add_mv(c_prev, p.pi, ia)
-                _h.mult_add_mv(c_prev, p.pf, fa)
-                _h.sigmoid(ia, ib)
-                _h.sigmoid(fa, fb)
-                act(za, zb)
-                _h.mult_tt(ib, zb, c)
-                _h.mult_add_tt(fb, c_prev, c)
-                _h.mult_add_mv(c, p.po, oa)
-                _h.sigmoid(oa, ob)
-                act(c, cb)
-                _h.mult_tt(ob, cb, y_t)
-                if clock is not None:
-                    clock.advance(t)
-                    keep = clock.keep_mask(t)
-                    _h.copy_to_if(c_prev, c, keep)
-                    _h.copy_to_if(y_prev, y_t, keep)
-                steps.apply_mask(_h, t, c, y_t, rows=rows)
-
-        self._run_recurrence(recurrence, y.shape[1], clock)
+        for t in steps.order:
+            y_prev, c_prev = steps.prev_state("default", t), steps.prev_state("Ca", t)
+            c = Ca[t]
+            _h.dot_mm(y_prev, R, Gr, transb=True)
+            for pre_activation, block in zip((Za, Ia, Fa, Oa), blocks):
+                _h.add_tt(pre_activation[t], block, pre_activation[t])
+            _h.mult_add_mv(c_prev, p.pi, Ia[t])
+            _h.mult_add_mv(c_prev, p.pf, Fa[t])
+            _h.sigmoid(Ia[t], Ib[t])
+            _h.sigmoid(Fa[t], Fb[t])
+            act(Za[t], Zb[t])
+            _h.mult_tt(Ib[t], Zb[t], c)
+            _h.mult_add_tt(Fb[t], c_prev, c)
+            _h.mult_add_mv(c, p.po, Oa[t])
+            _h.sigmoid(Oa[t], Ob[t])
+            act(c, Cb[t])
+            _h.mult_tt(Ob[t], Cb[t], y[t])
+            if clock is not None:
+                clock.advance(t)
+                keep = clock.keep_mask(t)
+                _h.copy_to_if(c_prev, c, keep)
+                _h.copy_to_if(y_prev, y[t], keep)
+            steps.apply_mask(_h, t, c, y[t])
         steps.save_context(_h, ["default", *self.state_widths()])
-
-    def _run_recurrence(self, recurrence, batch_size, clock):
-        """All rows at once for clockwork layers (their clock is batch-wide), else
-        in blocks of rows that the handler may run in parallel."""
-        if clock is not None:
-            recurrence(0, batch_size)
-        else:
-            work = 24 * self.size * batch_size * self.size  # about the per-step products
-            self.handler.run_in_blocks(batch_size, recurrence, work)
 
     def backward_pass(self, buffers):
         _h = self.handler
@@ -206,58 +186,46 @@ class LstmLayerImpl(RecurrentLayerBase):
         clock = Clock(_h, steps, p.timing) if self.clockwork else None
         S, dGr = self.size, internals.dGr
         R = consecutive(p, _RECURRENT).reshape((4 * S, S))
+        blocks = [dGr[:, i * S : (i + 1) * S] for i in range(4)]
 
         _h.copy_to(buffers.output_deltas.default[:T], dY)
         _h.fill(dCa, 0.0)
-
-        def recurrence(start, stop):
-            # the sequences of the rows start:stop of the batch, from last to first step
-            rows = slice(start, stop)
-            dgr, scratch = dGr[rows], tmp[rows]
-            blocks = [dgr[:, i * S : (i + 1) * S] for i in range(4)]
-            for t in reversed(steps.order):
-                before = steps.prev(t)
-                c_prev = steps.prev_state("Ca", t)[rows]
-                dy, dc = dY[t][rows], dCa[t][rows]
-                za, ia, fa, oa = Za[t][rows], Ia[t][rows], Fa[t][rows], Oa[t][rows]
-                zb, ib, fb, ob = Zb[t][rows], Ib[t][rows], Fb[t][rows], Ob[t][rows]
-                dza, dia, dfa, doa = dZa[t][rows], dIa[t][rows], dFa[t][rows], dOa[t][rows]
-                c, cb = Ca[t][rows], Cb[t][rows]
-                # dY[t] and dCa[t] hold the deltas of the stored (masked) y_t and c_t
-                steps.apply_mask(_h, t, dy, dc, rows=rows)
-                if clock is not None:
-                    keep = clock.keep_mask(t)
-                    if before is not None:  # cells that kept their values pass deltas on
-                        _h.add_into_if(dy, dY[before][rows], keep)
-                        _h.add_into_if(dc, dCa[before][rows], keep)
-                    _h.fill_if(dy, 0.0, keep)
-                    _h.fill_if(dc, 0.0, keep)
-                # output gate
-                _h.mult_tt(dy, cb, scratch)
-                _h.sigmoid_deriv(oa, ob, scratch, doa)
-                # cell (dy is used up: it ends up holding the deltas of act(c))
-                _h.mult_tt(dy, ob, scratch)
-                act_deriv(c, cb, scratch, dy)
-                _h.add_tt(dc, dy, dc)
-                _h.mult_add_mv(doa, p.po, dc)
-                # block input, input and forget gate
-                _h.mult_tt(dc, ib, scratch)
-                act_deriv(za, zb, scratch, dza)
-                _h.mult_tt(dc, zb, scratch)
-                _h.sigmoid_deriv(ia, ib, scratch, dia)
-                _h.mult_tt(dc, c_prev, scratch)
-                _h.sigmoid_deriv(fa, fb, scratch, dfa)
-                if before is not None:  # deltas for the state this step started from
-                    # the four recurrent products in one (B, 4S) @ (4S, S) GEMM
-                    for delta, block in zip((dza, dia, dfa, doa), blocks):
-                        _h.copy_to(delta, block)
-                    _h.dot_add_mm(dgr, R, dY[before][rows])
-                    dc_before = dCa[before][rows]
-                    _h.mult_add_tt(dc, fb, dc_before)
-                    _h.mult_add_mv(dia, p.pi, dc_before)
-                    _h.mult_add_mv(dfa, p.pf, dc_before)
-
-        self._run_recurrence(recurrence, dY.shape[1], clock)
+        for t in reversed(steps.order):
+            before = steps.prev(t)
+            c_prev = steps.prev_state("Ca", t)
+            dy, dc = dY[t], dCa[t]
+            # dY[t] and dCa[t] hold the deltas of the stored (masked) y_t and c_t
+            steps.apply_mask(_h, t, dy, dc)
+            if clock is not None:
+                keep = clock.keep_mask(t)
+                if before is not None:  # cells that kept their values pass their deltas on
+                    _h.add_into_if(dy, dY[before], keep)
+                    _h.add_into_if(dc, dCa[before], keep)
+                _h.fill_if(dy, 0.0, keep)
+                _h.fill_if(dc, 0.0, keep)
+            # output gate
+            _h.mult_tt(dy, Cb[t], tmp)
+            _h.sigmoid_deriv(Oa[t], Ob[t], tmp, dOa[t])
+            # cell (dy is used up: it ends up holding the deltas of act(c))
+            _h.mult_tt(dy, Ob[t], tmp)
+            act_deriv(Ca[t], Cb[t], tmp, dy)
+            _h.add_tt(dc, dy, dc)
+            _h.mult_add_mv(dOa[t], p.po, dc)
+            # block input, input and forget gate
+            _h.mult_tt(dc, Ib[t], tmp)
+            act_deriv(Za[t], Zb[t], tmp, dZa[t])
+            _h.mult_tt(dc, Zb[t], tmp)
+            _h.sigmoid_deriv(Ia[t], Ib[t], tmp, dIa[t])
+            _h.mult_tt(dc, c_prev, tmp)
+            _h.sigmoid_deriv(Fa[t], Fb[t], tmp, dFa[t])
+            if before is not None:  # deltas for the state this step started from
+                # the four recurrent products in one (B, 4S) @ (4S, S) GEMM
+                for delta, block in zip((dZa, dIa, dFa, dOa), blocks):
+                    _h.copy_to(delta[t], block)
+                _h.dot_add_mm(dGr, R, dY[before])
+                _h.mult_add_tt(dc, Fb[t], dCa[before])
+                _h.mult_add_mv(dIa[t], p.pi, dCa[before])
+                _h.mult_add_mv(dFa[t], p.pf, dCa[before])
 
         for gate, weights, recurrent, bias in zip(_GATES, _WEIGHTS, _RECURRENT, _BIASES):
             delta = internals["d" + gate]

@@ -238,12 +238,6 @@ class PyCudaHandler(Handler):
             self._launch("ew_nonfinite", prod(sub_dims), args)
         return bool(self.get_numpy_copy(flag)[0] == 0)
 
-    def run_in_blocks(self, n, function, work=0):
-        """One block ``(0, n)``: every kernel already runs over the whole batch in
-        parallel on the device, and a second host thread would only queue more
-        launches on the same stream."""
-        function(0, n)
-
     # ------------------------------------------------------ elementwise: tensors
 
     def abs_t(self, a, out):
