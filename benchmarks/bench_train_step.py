@@ -278,15 +278,11 @@ def time_steps_of(net, steps, warmup):
     """Seconds of each of ``steps`` train steps after ``warmup`` untimed ones."""
     for _ in range(warmup):
         train_step(net)
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        train_step(net)
-        times.append(time.perf_counter() - start)
-    return times
+    return _time_calls(lambda: train_step(net), steps)
 
 
 def _time_calls(function, count):
+    """Seconds of each of ``count`` calls of ``function``."""
     times = []
     for _ in range(count):
         start = time.perf_counter()
@@ -305,12 +301,7 @@ def _peer_network(peer, key):
 
 
 def _median_seconds(function, repeats):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(_time_calls(function, repeats))
 
 
 def layer_breakdown(net, flops, repeats=5):
