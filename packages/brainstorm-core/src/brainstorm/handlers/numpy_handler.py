@@ -32,6 +32,9 @@ class NumpyHandler(Handler):
             again after every ``global_rnd.set_seed``, so seeding the global
             state makes the dropout masks of an existing handler reproducible.
 
+    A handler keeps scratch buffers between calls (padded images, small
+    transposed products): use one handler per thread.
+
     Example:
         >>> h = NumpyHandler(np.float64)
         >>> a = h.create_from_numpy(np.array([[1.0, -2.0]]))
