@@ -6,7 +6,7 @@ inside the scikit-learn package: no download). The network is the reference's
 layers with dropout, a softmax output, a max-norm constraint on the weights and
 SGD with momentum whose learning rate decays by 3% per epoch. The network with
 the lowest validation loss is saved to an HDF5 file, reloaded from there, and
-scored on the test set (about 98% accuracy, in about ten seconds).
+scored on the test set (about 97-98% accuracy, in about ten seconds).
 
 Run it from anywhere (it needs scikit-learn next to brainstorm-core,
 brainstorm-layers and brainstorm-training)::
