@@ -242,14 +242,27 @@ class NumpyHandler(Handler):
         else:
             np.sum(a, axis=axis, out=out, keepdims=out.ndim == a.ndim)
 
+    def _kept(self, kind, key, make):
+        """An array kept by the handler between calls: ``make()`` the first time a
+        ``(kind, key)`` is asked for (fresh multi-MB arrays on every call would cost
+        their pages each time). At most :data:`_KEPT_PER_KIND` arrays of a kind."""
+        cache = self.__dict__.setdefault("_kept_arrays", {}).setdefault(kind, {})
+        array = cache.get(key)
+        if array is None:
+            if len(cache) >= _KEPT_PER_KIND:
+                cache.clear()
+            array = cache[key] = make()
+        return array
+
     def _ones_vector(self, n):
-        """A cached read-only vector of ``n`` ones in the handler's dtype."""
-        cache = self.__dict__.setdefault("_ones_cache", {})
-        ones = cache.get(n)
-        if ones is None:
-            ones = cache[n] = np.ones(n, dtype=self.dtype)
+        """A kept read-only vector of ``n`` ones in the handler's dtype."""
+
+        def make():
+            ones = np.ones(n, dtype=self.dtype)
             ones.flags.writeable = False
-        return ones
+            return ones
+
+        return self._kept("ones", n, make)
 
     # --------------------------------------------------------- linear algebra
 
@@ -282,12 +295,7 @@ class NumpyHandler(Handler):
         call): fresh temporaries of this size would come from new pages each time."""
         dtype = np.result_type(a, b)
         shape = (b.shape[1], a.shape[0])
-        cache = self.__dict__.setdefault("_product_cache", {})
-        scratch = cache.get((shape, dtype))
-        if scratch is None:
-            if len(cache) > 16:
-                cache.clear()
-            scratch = cache[(shape, dtype)] = np.empty(shape, dtype=dtype)
+        scratch = self._kept("product", (shape, dtype), lambda: np.empty(shape, dtype=dtype))
         np.dot(b.T, a.T, out=scratch)
         return scratch
 
@@ -356,7 +364,8 @@ class NumpyHandler(Handler):
         self._convolve(inputs, weights, bias, outputs, padding, stride)
 
     def _convolve(self, inputs, weights, bias, outputs, padding, stride, accumulate=False):
-        """The convolution into ``outputs``; with ``accumulate``, added to them (no bias)."""
+        """The convolution into ``outputs`` (plus ``bias`` unless it is None); with
+        ``accumulate``, added to what ``outputs`` holds."""
         n, ho, wo, f = outputs.shape
         kh, kw = weights.shape[1:3]
         group = _pixel_group(stride, kw, wo, f)
@@ -365,11 +374,13 @@ class NumpyHandler(Handler):
         # image row from one wider window, with a block-banded (K', group * F)
         # filter matrix: fatter products and less im2col copying (see _pixel_group)
         filters = _grouped_filters(weights, group)
-        bias = np.tile(bias, group) if group > 1 else bias
+        if bias is not None and group > 1:
+            bias = np.tile(bias, group)
         flat = outputs.reshape(n * ho * wo * f // (group * f), group * f)
         direct = flat.flags.c_contiguous and np.may_share_memory(flat, outputs)
         if not direct:
             flat = np.empty(flat.shape, dtype=self.dtype)  # copied back below
+        beta = 1.0 if accumulate and direct else 0.0
         # im2col and GEMM in chunks of images whose columns stay in the cache
         rows = ho * (wo // group)  # GEMM rows per image
         chunks = _image_chunks(n, rows * filters.shape[0])
@@ -378,13 +389,13 @@ class NumpyHandler(Handler):
         for start, stop in chunks:
             columns = _im2col(padded[start:stop], window, stride, (ho, wo // group), buffer, group)
             part = flat[start * rows : stop * rows]
-            if accumulate and direct:
-                if not _blas.gemm(columns, filters, part, beta=1.0):
-                    part += np.dot(columns, filters)
-                continue
-            if not _blas.gemm(columns, filters, part):
+            if _blas.gemm(columns, filters, part, beta=beta):
+                pass
+            elif beta:
+                part += np.dot(columns, filters)
+            else:
                 np.dot(columns, filters, out=part)
-            if not accumulate:
+            if bias is not None:
                 part += bias  # while the chunk is in the cache
         if not direct:
             if accumulate:
@@ -401,20 +412,14 @@ class NumpyHandler(Handler):
         _, h, w, _ = inputs.shape
         padded = self._pad(inputs, p, 0, role="conv backward")
         all_deltas = out_deltas.reshape(n * ho * wo, f)
-        # a matrix-vector product beats sum(axis=0) over the (N*Ho*Wo, F) deltas
-        ones = np.ones(all_deltas.shape[0], dtype=all_deltas.dtype)
-        if bias_deltas.flags.c_contiguous and bias_deltas.dtype == all_deltas.dtype:
-            np.dot(ones, all_deltas, out=bias_deltas)
-        else:
-            bias_deltas[...] = np.dot(ones, all_deltas)
+        self.sum_t(all_deltas, axis=0, out=bias_deltas)  # column sums, as a GEMV
         flip = stride == (1, 1) and kh == kw and p < kh and c >= _FLIPPED_MIN_CHANNELS
         if in_deltas is not None and flip:
             # stride 1: the input deltas are the convolution of the output deltas,
             # padded by kh - 1 - p, with the flipped kernel (filters and channels
             # swapped): one chunked im2col GEMM, no scattered adds
             flipped = np.ascontiguousarray(weights[:, ::-1, ::-1, :].transpose(3, 1, 2, 0))
-            no_bias = np.zeros(c, dtype=self.dtype)
-            self._convolve(out_deltas, flipped, no_bias, in_deltas, kh - 1 - p, (1, 1), True)
+            self._convolve(out_deltas, flipped, None, in_deltas, kh - 1 - p, (1, 1), True)
             in_deltas = None  # done
         # the weight gradient from grouped columns (as in the forward pass) unless the
         # input deltas still need the plain column deltas
@@ -572,13 +577,8 @@ class NumpyHandler(Handler):
         if role is None:
             padded = np.full(shape, value, dtype=self.dtype)
         else:
-            cache = self.__dict__.setdefault("_padded_cache", {})
             key = (role, shape, value)
-            padded = cache.get(key)
-            if padded is None:
-                if len(cache) >= _PADDED_CACHE_SIZE:
-                    cache.clear()
-                padded = cache[key] = np.full(shape, value, dtype=self.dtype)
+            padded = self._kept("padded", key, lambda: np.full(shape, value, dtype=self.dtype))
         padded[:, padding : padding + h, padding : padding + w] = images
         return padded
 
@@ -613,8 +613,8 @@ class NumpyHandler(Handler):
         return np.maximum(counts, 1)[:, :, None].astype(self.dtype)
 
 
-#: Padded image buffers kept by a handler (one per role and shape; see ``_pad``).
-_PADDED_CACHE_SIZE = 16
+#: Arrays of one kind a handler keeps between calls (see ``NumpyHandler._kept``).
+_KEPT_PER_KIND = 16
 
 #: Elements per chunk of the chunked elementwise ops (256 KB of float32: stays in cache).
 _CHUNK = 1 << 16

@@ -47,10 +47,6 @@ class Layer:
 
     expected_inputs = {"default": StructureTemplate("T", "B", "...")}
     expected_kwargs = set()
-    #: Extra names for slices of internals along their last axis, set in ``setup``:
-    #: ``{'Fb': ('Gb', start, stop)}`` makes ``buffers.internals.Fb`` (and
-    #: ``net.get('L.internals.Fb')``) a view of ``Gb[..., start:stop]``.
-    internal_slices = {}
     #: Inputs whose deltas nobody needs (set by the network when
     #: ``net.compute_data_deltas`` is False: inputs fed only by the Input layer).
     #: A layer may skip computing deltas for these; it is never required to.

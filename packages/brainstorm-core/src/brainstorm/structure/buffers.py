@@ -328,13 +328,6 @@ class BufferManager:
                 per_layer[layer][category][name] = view
                 if ctx and not hub.backward:
                     self.context_views.append((f"{layer}.{category}.{name}", view, ctx))
-        for layer_name, layer in self.layers.items():
-            internals = per_layer[layer_name]["internals"]
-            for alias, (base, start, stop) in getattr(layer, "internal_slices", {}).items():
-                view = internals[base]
-                internals[alias] = view[
-                    (slice(None),) * (array_ndim(view) - 1) + (slice(start, stop),)
-                ]
         self.context_hubs = [
             hub_arrays[id(h)] for h in self.layout.hubs if h.context and h.buffer_type == 2
         ]

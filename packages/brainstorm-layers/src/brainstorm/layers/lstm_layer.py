@@ -93,8 +93,10 @@ class LstmLayerImpl(RecurrentLayerBase):
     ``Rz, Ri, Rf, Ro (S, S)``, ``bz, bi, bf, bo (S,)``. Internals ``Ca``
     (cell state), ``Za, Ia, Fa, Oa``, ``Zb, Ib, Fb, Ob``, ``Cb`` and the
     backward-only ``dZa, dIa, dFa, dOa`` (deltas of the pre-activations),
-    ``dCa``, ``dY`` (deltas of the outputs including the recurrent part) and
-    ``dTmp`` (``('B', S)``, scratch space of one step).
+    ``dCa``, ``dY`` (deltas of the outputs including the recurrent part), and
+    the scratch space of one step: ``Gr`` and ``dGr`` (``('B', 4 * S)``, the
+    four gates' recurrent products and their deltas side by side) and ``dTmp``
+    (``('B', S)``).
     """
 
     #: ClockworkLstm layers keep some cells' state and output from step to step.
@@ -121,8 +123,8 @@ class LstmLayerImpl(RecurrentLayerBase):
             internals[name] = BufferStructure("T", "B", size)
         for name in ("dZa", "dIa", "dFa", "dOa", "dCa", "dY"):
             internals[name] = BufferStructure("T", "B", size, is_backward_only=True)
-        # scratch space: the (B, 4S) recurrent part of the four pre-activations (forward) and their deltas
-        # side by side (backward), and one (B, S) block
+        # scratch space: the (B, 4S) recurrent part of the four pre-activations
+        # (forward) and their deltas side by side (backward), and one (B, S) block
         internals["Gr"] = BufferStructure("B", 4 * size)
         internals["dGr"] = BufferStructure("B", 4 * size, is_backward_only=True)
         internals["dTmp"] = BufferStructure("B", size, is_backward_only=True)
