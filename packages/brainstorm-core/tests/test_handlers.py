@@ -392,6 +392,47 @@ def test_pooling_a_window_of_padding_only():
     assert outputs[0, 0, 0, 0] == 0 and outputs[0, 3, 3, 0] == -7
 
 
+def test_pooling_real_minus_infinity_next_to_padding():
+    # real pixels of -inf tie with the -inf padding: the first real pixel wins,
+    # and only windows without any image pixel give 0 and argmax -1
+    handler = NumpyHandler(np.float64)
+    x = np.full((1, 2, 2, 1), -np.inf)
+    x[0, 1, 1, 0] = -np.inf
+    for window, padding, stride in (((2, 2), 1, (1, 1)), ((2, 2), 2, (1, 1)), ((3, 3), 2, (2, 2))):
+        maxes, argmax, _, _ = naive_pool(x, window, padding, stride)
+        outputs, found = np.full(maxes.shape, 9.0), np.full(maxes.shape, 9.0)
+        handler.maxpool2d_forward_batch(x, window, outputs, padding, stride, found)
+        np.testing.assert_array_equal(outputs, maxes)
+        np.testing.assert_array_equal(found, argmax)
+
+
+def test_kept_padded_images_are_not_shared_across_paddings():
+    # a 6x6 image with padding 1 and a 4x4 image with padding 2 both pad to 8x8;
+    # one handler must not hand the second the first one's pixels as its border
+    handler = NumpyHandler(np.float64)
+    rng = np.random.RandomState(4)
+    weights, bias = rng.standard_normal((2, 3, 3, 3)), np.zeros(2)
+    for n, size, padding in ((2, 6, 1), (2, 4, 2), (2, 6, 1)):
+        x = rng.standard_normal((n, size, size, 3))
+        expected, links = naive_conv(x, weights, bias, padding, (1, 1))
+        outputs = np.zeros(expected.shape)
+        handler.conv2d_forward_batch(x, weights, bias, outputs, padding, (1, 1))
+        np.testing.assert_allclose(outputs, expected, rtol=1e-10, atol=1e-12)
+        dy = rng.standard_normal(expected.shape)
+        dx, dw, _ = naive_conv_backward(x, weights, links, dy)
+        in_deltas, weight_deltas = np.zeros_like(x), np.zeros_like(weights)
+        handler.conv2d_backward_batch(
+            x, weights, padding, (1, 1), in_deltas, dy, weight_deltas, np.zeros(2)
+        )
+        np.testing.assert_allclose(in_deltas, dx, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(weight_deltas, dw, rtol=1e-10, atol=1e-12)
+        maxes, argmax, _, _ = naive_pool(x, (3, 3), padding, (1, 1))
+        pooled, found = np.zeros(maxes.shape), np.zeros(maxes.shape)
+        handler.maxpool2d_forward_batch(x, (3, 3), pooled, padding, (1, 1), found)
+        np.testing.assert_array_equal(pooled, maxes)
+        np.testing.assert_array_equal(found, argmax)
+
+
 def test_convolution_accepts_strided_arguments():
     handler = NumpyHandler(np.float32)
     rng = np.random.RandomState(2)

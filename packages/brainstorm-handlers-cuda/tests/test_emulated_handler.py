@@ -19,7 +19,11 @@ import pytest
 import brainstorm as bs
 from brainstorm.handlers.cuda import _kernels
 from brainstorm.handlers.numpy_handler import NumpyHandler
-from brainstorm.testing.handler_conformance import CONFORMANCE_CASES, check_op
+from brainstorm.testing.handler_conformance import (
+    CONFORMANCE_CASES,
+    check_op,
+    reference_maxpool2d_forward,
+)
 from brainstorm.testing.handler_conformance import POOL_CONFIGS as CONFORMANCE_POOL_CONFIGS
 
 RTOL = ATOL = 2e-5
@@ -478,6 +482,22 @@ def test_pooling_ties_pick_the_first_maximum(emulated):
         h.maxpool2d_forward_batch(inputs, (2, 2), outputs, 0, (1, 1), argmax)
 
     _compare(emulated, forward, arrays, what="ties")
+
+
+def test_pooling_real_minus_infinity_next_to_padding(emulated):
+    # the first real pixel counts even when it is -inf; only windows without any
+    # image pixel give 0 and argmax -1
+    inputs = np.full((1, 2, 2, 1), -np.inf, np.float32)
+    for window, padding, stride in (((2, 2), 1, (1, 1)), ((3, 3), 2, (2, 2)), ((1, 1), 1, (1, 1))):
+        expected, argmax = reference_maxpool2d_forward(
+            inputs.astype(np.float64), window, padding, stride
+        )
+        outputs, found = emulated.zeros(expected.shape), emulated.zeros(expected.shape)
+        emulated.maxpool2d_forward_batch(
+            emulated.create_from_numpy(inputs), window, outputs, padding, stride, found
+        )
+        np.testing.assert_array_equal(emulated.get_numpy_copy(outputs), expected)
+        np.testing.assert_array_equal(emulated.get_numpy_copy(found), argmax)
 
 
 # -------------------------------------------------------------- randomness

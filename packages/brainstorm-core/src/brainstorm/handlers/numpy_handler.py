@@ -514,11 +514,14 @@ class NumpyHandler(Handler):
                 np.floor_divide(part_k, kind(wp), out=part_step)
                 np.multiply(part_step, index_type.type(2 * padding * c), out=part_rows)
                 part_argmax -= part_rows
-                # windows made only of padding: output 0, argmax -1
+                # a maximum of -inf: the window holds only padding (output 0,
+                # argmax -1) or only real pixels of -inf, which tie with the
+                # padding (output -inf, argmax its first real pixel)
                 np.equal(best, -np.inf, out=part_better)
                 if part_better.any():
-                    best[part_better] = 0
-                    part_argmax[part_better] = -1
+                    best[part_better], part_argmax[part_better] = _infinite_windows(
+                        part_better, (h, w, c), window, padding, stride
+                    )
             if not exact:
                 np.copyto(argmax[start:stop], part_argmax, casting="unsafe")
 
@@ -565,10 +568,13 @@ class NumpyHandler(Handler):
     def _pad(self, images, padding, value, role=None):
         """``images`` with ``padding`` pixels of ``value`` around each image.
 
-        With a ``role``, the padded array is a buffer kept for that role and
-        shape: its border is written once and only the inside is copied on later
-        calls (a fresh multi-MB array per call costs its pages every time). The
-        result is then valid until the next call with the same role and shape.
+        With a ``role``, the padded array is a buffer kept for that role, shape
+        and padding: its border is written once and only the inside is copied on
+        later calls (a fresh multi-MB array per call costs its pages every time).
+        The result is then valid until the next call with the same role, shape
+        and padding. (The padding is part of the key: a smaller image with more
+        padding has the same padded shape, and would find stale pixels where its
+        border should be.)
         """
         if padding == 0:
             return images
@@ -577,7 +583,7 @@ class NumpyHandler(Handler):
         if role is None:
             padded = np.full(shape, value, dtype=self.dtype)
         else:
-            key = (role, shape, value)
+            key = (role, shape, padding, value)
             padded = self._kept("padded", key, lambda: np.full(shape, value, dtype=self.dtype))
         padded[:, padding : padding + h, padding : padding + w] = images
         return padded
@@ -651,6 +657,18 @@ def _scratch(out, *inputs):
     if any(np.may_share_memory(out, a) for a in inputs):
         return np.empty_like(out)
     return out
+
+
+def _infinite_windows(where, image_shape, window, padding, stride):
+    """Outputs and argmax of the max-pooling windows at ``where`` (a boolean
+    ``(N, Ho, Wo, C)`` mask) whose maximum is -inf: ``(0, -1)`` for windows with
+    no pixel of the image, ``(-inf, first image pixel)`` for the others."""
+    h, w, c = image_shape
+    _, y, x, channel = np.nonzero(where)
+    top, left = y * stride[0] - padding, x * stride[1] - padding
+    empty = (top + window[0] <= 0) | (top >= h) | (left + window[1] <= 0) | (left >= w)
+    first = (np.maximum(top, 0) * w + np.maximum(left, 0)) * c + channel
+    return np.where(empty, 0.0, -np.inf), np.where(empty, -1, first)
 
 
 def _transposed_product_is_faster(a, b):

@@ -52,7 +52,8 @@ extern "C" __global__ void col2im_nhwc_add(int n, int h, int w, int c, int kh, i
 
 // Max pooling. argmax gets the in-image index (r * W + col) * C + c of the
 // first maximum of each window (as a float), or -1 for a window without any
-// real pixel (whose output is 0). NaN and -inf never win.
+// real pixel (whose output is 0). The first real pixel always counts, so a
+// window of -inf pixels outputs -inf (padding never wins).
 extern "C" __global__ void maxpool_fwd(int n, int h, int w, int c, int kh, int kw, int pad,
                                        int sh, int sw, int ho, int wo,
                                        const float* in, int i0, int i1, int i2, int i3,
@@ -70,7 +71,7 @@ extern "C" __global__ void maxpool_fwd(int n, int h, int w, int c, int kh, int k
                 int col = bs_window_input(p.x, j, sw, pad, w);
                 if (col < 0) continue;
                 float value = in[bs_at_nhwc(p.n, r, col, p.c, i0, i1, i2, i3)];
-                if (value > best) {  // strict: the first maximum wins
+                if (best_index < 0 || value > best) {  // strict: the first maximum wins
                     best = value;
                     best_index = (r * w + col) * c + p.c;
                 }
