@@ -168,8 +168,8 @@ def test_check_layer(type_name, T, B, activation, reverse, masked):
         inits=inits_for(type_name),
         data=data,
         seed=7,
-        # check_layer chains passes forwards in time; reverse layers are tested below
-        checks=CHECKS_WITHOUT_CONTEXT if reverse else CHECKS_WITHOUT_CONTEXT + ("context",),
+        # check_layer chains reverse layers later chunk first (their context_order)
+        checks=CHECKS_WITHOUT_CONTEXT + ("context",),
     )
 
 
@@ -182,8 +182,20 @@ def test_check_bidirectional(type_name):
         batch_size=2,
         inits=inits_for(type_name, "fwd_") | inits_for(type_name, "rev_"),
         data={"mask": random_mask},
-        checks=CHECKS_WITHOUT_CONTEXT,
+        checks=CHECKS_WITHOUT_CONTEXT + ("context",),  # derivatives from a context
     )
+
+
+def test_check_layer_chains_reverse_layers_backwards_and_skips_bidirectional():
+    net = bs.Network.from_layer(
+        bs.layers.Input({"default": ("T", "B", 2)})
+        >> Bidirectional(Lstm(3), name="Bi")
+        >> Lstm(2, reverse=True, name="Rev")
+        >> Lstm(2, name="Fwd")
+    )
+    assert net.layers["Rev"].context_order == "reverse"
+    assert net.layers["Fwd"].context_order == "forward"
+    assert net.layers["Bi"].context_order is None
 
 
 @pytest.mark.parametrize("T, B", [(1, 1), (3, 2), (4, 5)])

@@ -58,6 +58,14 @@ class Layer:
     overwrites_gradients = False
     computes_no_gradients_for = ()
     takes_no_output_deltas_from = ()
+    #: How passes chained by context (``net.get_context()`` /
+    #: ``forward_pass(context=...)``) make up a sequence: ``'forward'`` (the
+    #: later chunk continues the earlier one), ``'reverse'`` (a layer that runs
+    #: backwards in time: the earlier chunk continues the later one) or ``None``
+    #: (chained passes never equal one pass, e.g. a bidirectional layer). The
+    #: ``context`` check of :func:`brainstorm.testing.check_layer` chains its
+    #: passes in this order, and skips that comparison for ``None``.
+    context_order = "forward"
 
     def __init__(self, name, in_shapes, incoming_connections=(), outgoing_connections=(), **kwargs):
         self.name = name

@@ -171,6 +171,12 @@ class RecurrentLayerBase(Layer):
                 internals[carry_name(name)] = BufferStructure("T", "B", width, context_size=1)
         return outputs, parameters, internals
 
+    @property
+    def context_order(self):
+        """``'reverse'`` for a layer that runs backwards in time, else ``'forward'``
+        (see :attr:`brainstorm.layers.base_layer.Layer.context_order`)."""
+        return "reverse" if self.reverse else "forward"
+
     def state_widths(self):
         """OrderedDict name -> feature width of the internals that carry state."""
         return OrderedDict()

@@ -94,6 +94,10 @@ class BidirectionalLayerImpl(Layer):
     """Implementation of :func:`Bidirectional`: runs two inner layer implementations
     on views of its own buffers."""
 
+    #: the forward half continues the earlier chunk, the reverse half would need
+    #: the later one first: chained passes never equal one pass
+    context_order = None
+
     expected_inputs = RecurrentLayerBase.expected_inputs
     expected_kwargs = {"layer", "size", "activation"}
     computes_no_input_deltas_for = ("mask",)
