@@ -61,6 +61,30 @@ def test_png_is_the_default(net, tmp_path, monkeypatch):
     assert (tmp_path / "network.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_failed_drawing_leaves_an_existing_file_alone(net, tmp_path, monkeypatch):
+    pygraphviz = pytest.importorskip("pygraphviz")
+    target = tmp_path / "net.png"
+    target.write_bytes(b"previous diagram")
+
+    def fail(self, path=None, format=None, prog=None, args=""):
+        with open(path, "wb") as f:  # as pygraphviz does: opens the file, then renders
+            f.write(b"half a diagram")
+        raise OSError("render failed")
+
+    monkeypatch.setattr(pygraphviz.AGraph, "draw", fail)
+    with pytest.raises(OSError, match="render failed"):
+        draw_network(net, str(target))
+    assert target.read_bytes() == b"previous diagram"
+    assert os.listdir(tmp_path) == ["net.png"]
+
+
+def test_returns_an_image_for_notebooks(net, tmp_path):
+    pytest.importorskip("pygraphviz")
+    display = pytest.importorskip("IPython.display")
+    assert isinstance(draw_network(net, str(tmp_path / "net.png")), display.Image)
+    assert isinstance(draw_network(net, str(tmp_path / "net.svg")), display.SVG)
+
+
 def test_graph_structure(net):
     pytest.importorskip("pygraphviz")
     from brainstorm.tools.drawing import network_graph

@@ -130,6 +130,15 @@ def test_download_from_mirrors(tmp_path, make, monkeypatch):
             assert (data_dir / name).read_bytes() == (tmp_path / "mirror" / name).read_bytes()
 
 
+def test_download_into_a_new_data_dir_with_the_output_elsewhere(tmp_path, make, monkeypatch):
+    make.mnist(tmp_path / "mirror")
+    monkeypatch.setattr(mnist, "MIRRORS", [(tmp_path / "mirror").as_uri() + "/"])
+    data_dir, output = tmp_path / "new" / "data", tmp_path / "MNIST.hdf5"
+    args = ["--data-dir", str(data_dir), "--output", str(output), "--validation-size", "4"]
+    assert mnist.main([*args, "--quiet"]) == 0
+    assert output.exists() and len(os.listdir(data_dir)) == 4
+
+
 def test_download_failure_tells_where_to_put_the_files(tmp_path, monkeypatch, capsys):
     nowhere = (tmp_path / "nowhere").as_uri() + "/"
     monkeypatch.setattr(mnist, "MIRRORS", [nowhere])
@@ -161,6 +170,64 @@ def test_corrupt_idx_files(tmp_path, make, capsys, name, content, message):
     assert run_mnist(tmp_path) == 1
     assert message in capsys.readouterr().err
     assert not (tmp_path / "MNIST.hdf5").exists()
+
+
+def test_idx_header_announcing_more_than_any_file_holds(tmp_path, make, capsys):
+    # 65536**4 bytes: the size must not wrap around to 0 and match an empty payload
+    make.mnist(tmp_path, compress=False)
+    header = b"\x00\x00\x08\x04" + b"\x00\x01\x00\x00" * 4
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(header)
+    assert run_mnist(tmp_path) == 1
+    assert "truncated or corrupt" in capsys.readouterr().err
+
+
+def _damaged(data, start, stop):
+    """``data`` with the bytes in [start, stop) inverted."""
+    damaged = bytearray(data)
+    for i in range(start, min(stop, len(damaged))):
+        damaged[i] ^= 0xFF
+    return bytes(damaged)
+
+
+def test_damaged_compressed_files_give_a_clean_error(tmp_path, make, capsys):
+    import gzip
+    import io
+    import zipfile
+
+    make.mnist(tmp_path / "mnist", compress=False)
+    images = tmp_path / "mnist" / "train-images-idx3-ubyte"
+    (tmp_path / "mnist" / "train-images-idx3-ubyte.gz").write_bytes(
+        _damaged(gzip.compress(images.read_bytes()), 10, 40)
+    )
+    images.unlink()
+    assert run_mnist(tmp_path / "mnist") == 1
+    assert "Cannot read" in capsys.readouterr().err
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        cifar10 = cifar.DATASETS["CIFAR-10"]
+        for name in [member for names in cifar10.members.values() for member in names]:
+            data = np.random.RandomState(0).randint(0, 10, 3073 * 2).astype(np.uint8).tobytes()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    good = buffer.getvalue()
+    (tmp_path / "c10").mkdir()
+    (tmp_path / "c10" / cifar10.archive).write_bytes(
+        _damaged(good, len(good) // 2, len(good) // 2 + 50)
+    )
+    assert cifar.main_cifar10(["--data-dir", str(tmp_path / "c10"), *QUIET]) == 1
+    assert "Cannot read" in capsys.readouterr().err
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("enwik8", enwik8_text(50_000))
+    (tmp_path / "e8").mkdir()
+    (tmp_path / "e8" / "enwik8.zip").write_bytes(_damaged(buffer.getvalue(), 60, 120))
+    assert enwik8.main(["--data-dir", str(tmp_path / "e8"), *QUIET]) == 1
+    assert "Cannot read" in capsys.readouterr().err
+    for folder in ("mnist", "c10", "e8"):
+        assert not [n for n in os.listdir(tmp_path / folder) if n.endswith(".hdf5")]
 
 
 def test_mnist_shape_checks(tmp_path, make, capsys):

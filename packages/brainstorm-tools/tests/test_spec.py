@@ -388,6 +388,20 @@ def test_malformed_specs_are_rejected_with_the_offending_token_marked(
     assert lines[2] == "    " + " " * (position + 1) + "^" * length
 
 
+def test_spec_errors_survive_pickling():  # e.g. raised in a multiprocessing worker
+    import pickle
+
+    with pytest.raises(SpecError) as info:
+        create_net_from_spec("classification", 4, 3, "F5 X3")
+    copy = pickle.loads(pickle.dumps(info.value))
+    assert str(copy) == str(info.value)
+    assert (copy.spec, copy.position, copy.reason) == (
+        info.value.spec,
+        info.value.position,
+        info.value.reason,
+    )
+
+
 def test_error_message_example_from_the_readme():
     with pytest.raises(ValueError) as info:
         create_net_from_spec("classification", 784, 10, "D.2 F1.5 D")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 __all__ = ["draw_network", "network_graph"]
 
@@ -56,7 +57,9 @@ def draw_network(network, file_name="network.png"):
     """Write a diagram for a network to a file.
 
     The format follows the file extension: ``.png`` or ``.svg``. The layout
-    is made by Graphviz's ``dot``.
+    is made by Graphviz's ``dot``. The diagram is drawn into a temporary file
+    next to ``file_name`` and then renamed, so a failed drawing leaves an
+    existing file as it was.
 
     Note:
         This tool requires the pygraphviz library (and Graphviz) to be
@@ -68,6 +71,11 @@ def draw_network(network, file_name="network.png"):
     Args:
         network (brainstorm.structure.Network): network to be drawn.
         file_name (Optional[str]): defaults to 'network.png'.
+
+    Returns:
+        ``IPython.display.Image`` (``SVG`` for an .svg file) of the file when
+        IPython is installed, so a notebook shows the diagram (as in the
+        reference); else None.
 
     Raises:
         ImportError: if pygraphviz can not be imported.
@@ -82,4 +90,28 @@ def draw_network(network, file_name="network.png"):
         )
     graph = network_graph(network)
     graph.layout(prog="dot")
-    graph.draw(file_name, format=_FORMATS[extension])
+    directory = os.path.dirname(os.path.abspath(file_name))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=extension, dir=directory)
+    os.close(fd)
+    try:
+        graph.draw(tmp, format=_FORMATS[extension])
+        os.chmod(tmp, _permissions_for(file_name))
+        os.replace(tmp, file_name)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    try:
+        from IPython.display import SVG, Image
+    except ImportError:
+        return None
+    return SVG(filename=file_name) if extension == ".svg" else Image(filename=file_name)
+
+
+def _permissions_for(file_name):
+    """The permission bits of the file being replaced, or of a newly created file
+    (mkstemp makes its file private)."""
+    if os.path.exists(file_name):
+        return os.stat(file_name).st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask

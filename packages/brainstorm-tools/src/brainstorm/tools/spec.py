@@ -74,6 +74,7 @@ class SpecError(ValueError):
         self.spec = spec
         self.position = position
         self.reason = reason
+        self.length = length
         shown = "".join(" " if ch.isspace() else ch for ch in spec)
         marker = " " * (position + 1) + "^" * max(1, length)
         super().__init__(
@@ -81,6 +82,9 @@ class SpecError(ValueError):
             f"    '{shown}'\n"
             f"    {marker}"
         )
+
+    def __reduce__(self):  # picklable (e.g. from a multiprocessing worker)
+        return type(self), (self.spec, self.position, self.reason, self.length)
 
 
 class SpecArgumentError(ValueError):

@@ -23,6 +23,7 @@ attributes ``mean`` and ``std``, shaped ``(32, 32, 3)``).
 from __future__ import annotations
 
 import tarfile
+import zlib
 
 import numpy as np
 
@@ -167,7 +168,7 @@ def read_cifar_archive(path, dataset):
                     )
                 images = data[:, dataset.label_bytes :].reshape(-1, 3, 32, 32)
                 parts[part] = (images.transpose(0, 2, 3, 1), labels)
-    except (tarfile.TarError, OSError, EOFError) as err:
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
         raise PreparationError(f"Cannot read {path}: {err}") from None
     return parts
 

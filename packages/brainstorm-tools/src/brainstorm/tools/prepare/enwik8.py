@@ -22,6 +22,7 @@ Layout: ``split/{training, validation, test}/{default, targets}``, each
 from __future__ import annotations
 
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -128,7 +129,7 @@ def _read_archive(path):
             if MEMBER not in archive.namelist():
                 raise PreparationError(f"{path} holds no file named {MEMBER!r}; is it enwik8.zip?")
             return archive.read(MEMBER)
-    except (zipfile.BadZipFile, OSError, EOFError) as err:
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as err:
         raise PreparationError(f"Cannot read {path}: {err}") from None
 
 

@@ -20,7 +20,9 @@ each with ``default`` ``(1, N, 28, 28, 1)`` float32 (pixel values / 255) and
 from __future__ import annotations
 
 import gzip
+import math
 import os
+import zlib
 
 import numpy as np
 
@@ -98,7 +100,7 @@ def read_idx(path):
     try:
         with opener(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError) as err:
+    except (OSError, EOFError, zlib.error) as err:  # zlib.error: corrupt compressed data
         raise PreparationError(f"Cannot read {path}: {err}") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
         raise PreparationError(f"{path} is not an IDX file (bad magic number)")
@@ -108,7 +110,7 @@ def read_idx(path):
     if len(raw) < header:
         raise PreparationError(f"{path} is truncated (incomplete header)")
     shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
     if len(raw) - header != expected:
         raise PreparationError(
             f"{path} has {len(raw) - header} bytes of data, but its header announces "
@@ -136,7 +138,8 @@ def _read_part(paths):
 
 def _locate(args, data_dir):
     source = args.source if args.source is not None else data_dir
-    if not os.path.isdir(source):
+    # a data folder that does not exist yet is made by the downloads
+    if args.source is not None and not os.path.isdir(source):
         raise PreparationError(f"--source must be the folder holding the IDX files: {source}")
     paths = {}
     for part, names in FILES.items():
