@@ -2,11 +2,14 @@
 
 import numpy as np
 import pytest
-from training_test_helpers import Recorder, make_data, make_net
+from training_test_helpers import Recorder, float64_net, make_data, make_net
 
 import brainstorm as bs
+from brainstorm.data_iterators import Undivided
+from brainstorm.handlers import NumpyHandler
 from brainstorm.hooks import Hook
 from brainstorm.scorers import Accuracy, Hamming, MeanSquaredError
+from brainstorm.training import evaluate
 
 
 class StopAtOnce(Hook):
@@ -123,3 +126,72 @@ def test_scorers_reject_mismatched_shapes():
         MeanSquaredError()(np.zeros((4, 1)), predicted)
     with pytest.raises(ValueError, match="columns"):
         Accuracy()(np.zeros((4, 2)), predicted)
+
+
+# --- session 3 review: SaveBestNetwork states, logs of epoch 0, pixel-wise masks ---------
+
+
+def _batchnorm_net():
+    inp = bs.layers.Input({"default": ("T", "B", 3), "targets": ("T", "B", 1)})
+    out = bs.layers.SoftmaxCE(name="Output")
+    (
+        inp
+        >> bs.layers.BatchNorm(name="BN")
+        >> bs.layers.FullyConnected(2, activation="linear", name="Proj")
+        >> out
+    )
+    inp - "targets" >> "targets" - out - "loss" >> bs.layers.Loss()
+    net = bs.Network.from_layer(out, handler=NumpyHandler(np.float64))
+    net.initialize(bs.initializers.Gaussian(0.5), seed=3)
+    return net
+
+
+def test_save_best_network_in_memory_keeps_the_states():
+    net = _batchnorm_net()
+    net.handler.set_from_numpy(net.buffer.BN.states.mean, np.array([1.0, 2.0, 3.0]))
+    hook = bs.hooks.SaveBestNetwork("watched", criterion="min")
+    hook(1, 10, net, None, {"watched": [0.5]})
+    net.handler.set_from_numpy(net.buffer.BN.states.mean, np.array([7.0, 7.0, 7.0]))
+    best = hook.load_best_network()
+    assert np.array_equal(best.buffer.BN.states.mean, [1.0, 2.0, 3.0])
+    assert np.array_equal(best.buffer.parameters, net.buffer.parameters)
+
+
+@pytest.mark.parametrize(
+    "hook",
+    [
+        lambda: bs.hooks.SaveBestNetwork("rolling_training.total_loss", criterion="min"),
+        lambda: bs.hooks.EarlyStopper("rolling_training.total_loss", patience=2),
+        lambda: bs.hooks.StopAfterThresholdReached("rolling_training.total_loss", 0.1, "min"),
+        lambda: bs.hooks.StopOnNan(logs_to_check=["rolling_training.total_loss"]),
+    ],
+)
+def test_watched_training_logs_do_not_exist_yet_at_epoch_0(hook):
+    instance = hook()
+    net = float64_net()
+    assert instance(0, 0, net, None, {}) is None  # before training: nothing to watch
+    with pytest.raises(KeyError, match="rolling_training.total_loss"):
+        instance(1, 3, net, None, {})  # a missing log later is still an error
+
+
+def test_a_per_step_mask_spreads_over_pixelwise_outputs():
+    inp = bs.layers.Input(
+        {"default": ("T", "B", 2, 2, 4), "targets": ("T", "B", 2, 2, 1), "mask": ("T", "B", 1)}
+    )
+    out, mask_layer = bs.layers.SoftmaxCE(name="Output"), bs.layers.Mask(name="Masked")
+    inp - "default" >> out
+    inp - "targets" >> "targets" - out
+    out - "loss" >> mask_layer >> bs.layers.Loss()
+    inp - "mask" >> "mask" - mask_layer
+    net = bs.Network.from_layer(out, handler=NumpyHandler(np.float64))
+    rng = np.random.RandomState(0)
+    x, t = rng.randn(2, 3, 2, 2, 4), rng.randint(0, 4, (2, 3, 2, 2, 1))
+    mask = np.ones((2, 3, 1))
+    mask[1, 0] = 0
+    scores = evaluate(
+        net, Undivided(default=x, targets=t, mask=mask), scorers=[Accuracy(mask_name="mask")]
+    )
+    hits = x.argmax(axis=-1) == t[..., 0]  # softmax keeps the argmax of its inputs
+    counted = np.broadcast_to(mask[:, :, :, None] == 1, hits.shape)
+    assert scores["Accuracy"] == pytest.approx(hits[counted].mean())
+    assert hits[counted].mean() != pytest.approx(hits.mean())  # the mask matters here

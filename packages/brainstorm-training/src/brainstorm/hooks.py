@@ -155,10 +155,14 @@ class Hook(Describable):
         release what :meth:`start` acquired."""
 
 
-def _lookup_log(hook, logs, log_name):
+def _lookup_log(hook, logs, log_name, epoch_nr=None):
+    """The values of log ``log_name``; None at epoch 0 if it is not there yet (the
+    training logs, e.g. ``rolling_training``, start with the first epoch)."""
     try:
         values = get_by_path(logs, log_name)
     except KeyError as err:
+        if epoch_nr == 0:
+            return None
         raise KeyError(
             f"{hook.__name__}: there is no log {log_name!r} (add the hook that logs it "
             f"before this one): {err.args[0]}"
@@ -208,8 +212,9 @@ class _LogWatcher(Hook):
         self.log_name = log_name
         self.criterion = criterion
 
-    def _values(self, logs):
-        return _lookup_log(self, logs, self.log_name)
+    def _values(self, logs, epoch_nr):
+        """The watched log's values, or None before they exist (epoch 0)."""
+        return _lookup_log(self, logs, self.log_name, epoch_nr)
 
 
 # ############################## savers ########################################
@@ -220,7 +225,9 @@ class SaveBestNetwork(_LogWatcher):
 
     The value counts as improved when the last entry of the log is strictly
     better than all entries before it. With a ``filename`` the network is
-    written there (atomically); without one its parameters are kept in memory.
+    written there (atomically); without one its parameters (and states, such as
+    BatchNorm running statistics) are kept in memory. A log that does not exist
+    yet at epoch 0 (``rolling_training`` starts with the first epoch) is skipped.
 
     Args:
         log_name (str): dotted name of the log entry to watch, e.g.
@@ -242,7 +249,7 @@ class SaveBestNetwork(_LogWatcher):
         >>> net = trainer.hooks['SaveBestNetwork'].load_best_network()
     """
 
-    __undescribed__ = {"parameters": None, "_net_description": None}
+    __undescribed__ = {"parameters": None, "states": None, "_net_description": None}
 
     def __init__(
         self,
@@ -257,11 +264,14 @@ class SaveBestNetwork(_LogWatcher):
         super().__init__(log_name, criterion, name, timescale, interval, verbose)
         self.filename = None if filename is None else os.fspath(filename)
         self.parameters = None
+        self.states = None
         self._net_description = None
 
     def __call__(self, epoch_nr, update_nr, net, stepper, logs):
         """Save the network if the watched value improved; see :class:`Hook`."""
-        values = self._values(logs)
+        values = self._values(logs, epoch_nr)
+        if values is None:
+            return
         best = _best_index(values, self.criterion)
         if best is not None and best == len(values) - 1:
             if self.filename is not None:
@@ -269,6 +279,7 @@ class SaveBestNetwork(_LogWatcher):
                 where = f"saved the network to {self.filename}"
             else:
                 self.parameters = net.handler.get_numpy_copy(net.buffer.parameters)
+                self.states = net.handler.get_numpy_copy(net.buffer.states)
                 self._net_description = get_description(net)
                 where = "kept its parameters in memory"
             self.message(
@@ -301,6 +312,8 @@ class SaveBestNetwork(_LogWatcher):
             raise RuntimeError(f"{self.__name__}: nothing saved yet")
         net = create_from_description(self._net_description)
         net.handler.set_from_numpy(net.buffer.parameters, self.parameters)
+        if self.states is not None and self.states.size:  # e.g. BatchNorm running statistics
+            net.handler.set_from_numpy(net.buffer.states, self.states)
         return net
 
     def load_parameters(self):
@@ -631,7 +644,9 @@ class EarlyStopper(_LogWatcher):
 
     def __call__(self, epoch_nr, update_nr, net, stepper, logs):
         """Stop if there was no improvement for too long; see :class:`Hook`."""
-        values = self._values(logs)
+        values = self._values(logs, epoch_nr)
+        if values is None:
+            return
         best = _best_index(values, self.criterion)
         if best is None:
             best = 0
@@ -699,7 +714,10 @@ class StopAfterThresholdReached(_LogWatcher):
 
     def __call__(self, epoch_nr, update_nr, net, stepper, logs):
         """Stop if the threshold was reached; see :class:`Hook`."""
-        values = np.asarray(self._values(logs), dtype=np.float64)
+        values = self._values(logs, epoch_nr)
+        if values is None:
+            return
+        values = np.asarray(values, dtype=np.float64)
         values = values[np.isfinite(values)]
         if values.size == 0:
             return
@@ -756,7 +774,8 @@ class StopOnNan(Hook):
     def __call__(self, epoch_nr, update_nr, net, stepper, logs):
         """Stop on non-finite values; see :class:`Hook`."""
         for log_name in self.logs_to_check:
-            if not np.all(np.isfinite(_lookup_log(self, logs, log_name))):
+            values = _lookup_log(self, logs, log_name, epoch_nr)
+            if values is not None and not np.all(np.isfinite(values)):
                 self._stop_on_non_finite(log_name)
         if self.check_parameters and not net.handler.is_fully_finite(net.buffer.parameters):
             self._stop_on_non_finite("the parameters")

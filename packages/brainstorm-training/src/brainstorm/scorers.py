@@ -238,16 +238,32 @@ def gather_losses_and_scores(
                 f"Scorer {scorer.__name__!r}: no output to score; give it out_name "
                 f"(e.g. 'Output.outputs.predictions') or set net.output_name"
             )
-        predicted = flatten_all_but_last(net.get(path))
+        outputs = net.get(path)
+        predicted = flatten_all_but_last(outputs)
         true_labels = flatten_all_but_last(net.get_input(scorer.targets_name or targets_name))
         mask = _input_or_none(net, scorer.mask_name or mask_name)
         if mask is not None:
-            mask = flatten_all_but_last(mask)
+            mask = flatten_all_but_last(_mask_for(mask, outputs, scorer))
             weight = float(mask.sum())
         else:
             weight = predicted.shape[0]
         value = scorer(true_labels, predicted, mask)
         scores.setdefault(scorer.__name__, []).append((weight, value))
+
+
+def _mask_for(mask, outputs, scorer):
+    """The mask with one entry per row of ``outputs``: a per-step mask ``(T, B, 1)``
+    is spread over the positions of pixel-wise outputs ``(T, B, H, W, C)``."""
+    if mask.shape[:-1] == outputs.shape[:-1]:
+        return mask
+    lead = mask.shape[:-1]
+    if mask.shape[-1] != 1 or outputs.shape[: len(lead)] != lead:
+        raise ValueError(
+            f"Scorer {scorer.__name__!r}: a mask of shape {mask.shape} does not fit outputs "
+            f"of shape {outputs.shape}"
+        )
+    spread = mask.reshape(lead + (1,) * (outputs.ndim - len(lead)))
+    return np.broadcast_to(spread, outputs.shape[:-1] + (1,)).copy()
 
 
 def _weighted_average(pairs):
