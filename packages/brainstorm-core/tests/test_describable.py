@@ -88,3 +88,17 @@ def test_dropout_masks_of_default_handler_follow_global_seed():
         handler.generate_probability_mask(mask, 0.5)
         masks.append(handler.get_numpy_copy(mask))
     assert np.array_equal(masks[0], masks[1])
+
+
+def test_global_reset_also_repeats_the_dropout_masks_of_default_handlers():
+    from brainstorm.handlers import NumpyHandler
+
+    handler = NumpyHandler()
+    masks = []
+    global_rnd.set_seed(7)
+    for _ in range(2):
+        mask = handler.zeros((50,))
+        handler.generate_probability_mask(mask, 0.5)
+        masks.append(handler.get_numpy_copy(mask))
+        global_rnd.reset()  # "the state right after seeding", for the handler too
+    assert np.array_equal(masks[0], masks[1])

@@ -288,6 +288,24 @@ def test_reserved_and_list_method_names():
     assert "loss" in net.buffer.copy.outputs.keys()
 
 
+def test_children_named_like_the_views_own_methods():
+    # keys/values/items are used by the network itself; names starting with _
+    # must not overwrite the view's own data
+    inp = bs.layers.Input({"default": ("T", "B", 2), "items": ("T", "B", 2), "keys": ("T", "B", 1)})
+    inp >> Scale(name="_keys") >> SumLoss(name="values")
+    net = bs.Network.from_layer(inp)
+    net.set_handler(NumpyHandler(np.float64))
+    assert net.buffer.Input.outputs.keys() == ["default", "items", "keys"]
+    assert net.buffer.Input.outputs["items"].shape[-1] == 2
+    assert {"_keys", "values"} <= {name for name, _ in net.buffer.items()}
+    assert net.buffer["_keys.parameters.w"] is net.buffer["_keys"].parameters.w
+    with pytest.raises(KeyError, match="group"):
+        net.get("Input.outputs")
+    view = net.buffer.Input.outputs
+    with pytest.raises(AttributeError):
+        view.items = None
+
+
 def test_set_handler_keeps_data_and_sizes(rng):
     net = chain_net()
     net.initialize(1.0)

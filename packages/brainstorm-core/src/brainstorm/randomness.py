@@ -47,7 +47,9 @@ class RandomState(np.random.RandomState):
         self.seed(self._seed)
 
     def reset(self):
-        """Return to the state right after seeding."""
+        """Return to the state right after seeding (handlers that derive from this
+        state re-derive, as after :meth:`set_seed`)."""
+        self.generation += 1
         self.seed(self._seed)
 
     def generate_seed(self) -> int:

@@ -4,6 +4,31 @@ from __future__ import annotations
 
 __all__ = ["BufferView"]
 
+# where a view keeps its own data in its __dict__: keys that are not identifiers,
+# so no child name can overwrite them
+_NAMES, _INDEX, _FULL = "#names", "#index", "#full"
+
+
+class _Method:
+    """A method of BufferView that a child of the same name does not hide.
+
+    Children live in the instance ``__dict__`` (fast attribute access), which
+    hides plain methods; this data descriptor wins over the instance
+    ``__dict__``, so ``view.items()`` works even with a child called ``items``
+    (reachable as ``view['items']``).
+    """
+
+    def __init__(self, function):
+        self.function = function
+        self.__doc__ = function.__doc__
+        self.__name__ = function.__name__
+
+    def __get__(self, view, owner=None):
+        return self.function if view is None else self.function.__get__(view, owner)
+
+    def __set__(self, view, value):
+        raise AttributeError(f"BufferView.{self.__name__} can not be replaced")
+
 
 class BufferView(list):
     """A list of buffers (arrays or nested views) that also has names.
@@ -24,26 +49,39 @@ class BufferView(list):
         super().__init__(buffers)
         if len(buffer_names) != len(buffers):
             raise ValueError("BufferView needs exactly one name per buffer")
-        self._buffer_names = tuple(buffer_names)
-        self._keys = {name: i for i, name in enumerate(buffer_names)}
-        self._full_buffer = full_buffer
+        names = tuple(buffer_names)
         # Children as instance attributes: fast to reach, and they win over list
-        # methods of the same name (a buffer called 'index' or 'copy').
-        self.__dict__.update(zip(self._buffer_names, buffers))
+        # methods of the same name (a buffer called 'index' or 'copy'), but not
+        # over the view's own keys/values/items/full_buffer (see _Method).
+        self.__dict__.update(zip(names, buffers))
+        self.__dict__[_NAMES] = names
+        self.__dict__[_INDEX] = {name: i for i, name in enumerate(names)}
+        self.__dict__[_FULL] = full_buffer
+
+    @property
+    def _buffer_names(self):
+        return self.__dict__[_NAMES]
+
+    @property
+    def _keys(self):
+        return self.__dict__[_INDEX]
 
     @property
     def full_buffer(self):
         """The array holding all children side by side, or None."""
-        return self._full_buffer
+        return self.__dict__[_FULL]
 
+    @_Method
     def keys(self):
         """The names of the children, in order."""
         return list(self._buffer_names)
 
+    @_Method
     def values(self):
         """The children, in order."""
         return list(self)
 
+    @_Method
     def items(self):
         """(name, child) pairs, in order."""
         return list(zip(self._buffer_names, self))
