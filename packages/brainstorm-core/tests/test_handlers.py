@@ -471,6 +471,10 @@ def test_debug_arrays(debug):
         a[None]
     with pytest.raises(ValueError, match="non-negative"):
         a.reshape(-1, 4)
+    element = a[1, 2, 3]  # an int for every axis: a 0-d view that ops write through
+    assert element.shape == () and isinstance(element.array, np.ndarray)
+    debug.fill(element, -5.0)
+    assert debug.get_numpy_copy(a)[1, 2, 3] == -5.0
 
 
 def test_debug_handler_reports_a_shape_mismatch(debug):
@@ -578,6 +582,8 @@ def test_debug_handler_checks_images(debug):
         debug.conv2d_forward_batch(x, w, b, debug.zeros((2, 5, 5, 4)), 1, (2, 2))
     with pytest.raises(TypeError, match="'stride' must be a tuple of two ints"):
         debug.conv2d_forward_batch(x, w, b, debug.zeros((2, 3, 3, 4)), 1, [2, 2])
+    with pytest.raises(ValueError, match="inputs must have 4 dimensions"):
+        debug.conv2d_forward_batch(x[0], w, b, debug.zeros((2, 3, 3, 4)), 1, (2, 2))
     with pytest.raises(ValueError, match="have 2 channels"):
         debug.conv2d_forward_batch(
             x, debug.ones((4, 3, 3, 2)), b, debug.zeros((2, 3, 3, 4)), 1, (2, 2)

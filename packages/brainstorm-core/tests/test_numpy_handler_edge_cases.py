@@ -6,8 +6,8 @@ import pytest
 from brainstorm.handlers.numpy_handler import NumpyHandler
 
 
-@pytest.mark.parametrize("bad", [-1.0, 1.5, 3.0])
-def test_class_ids_must_be_valid(bad):
+@pytest.mark.parametrize("bad", [-1.0, 1.5, 3.0, np.nan, np.inf, -np.inf, 1e20])
+def test_class_ids_must_be_valid(bad):  # (pytest turns cast warnings into errors)
     h = NumpyHandler(np.float32)
     m = np.arange(6, dtype=np.float32).reshape(2, 3)
     v = np.array([[0.0], [bad]], dtype=np.float32)
@@ -15,6 +15,28 @@ def test_class_ids_must_be_valid(bad):
         h.index_m_by_v(m, v, np.zeros((2, 1), np.float32))
     with pytest.raises(IndexError, match="class id .* is out of range"):
         h.binarize_v(v, np.zeros((2, 3), np.float32))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, 1e20])
+def test_row_ids_that_do_not_cast_cleanly_are_index_errors(bad):
+    h = NumpyHandler(np.float64)
+    ids = np.array([[1.0], [bad]])
+    with pytest.raises(IndexError, match="row id .* is out of range"):
+        h.index_rows_mv(np.ones((4, 2)), ids, np.zeros((2, 2)))
+    with pytest.raises(IndexError, match="row id .* is out of range"):
+        h.scatter_add_rows_mv(np.ones((2, 2)), ids, np.zeros((4, 2)))
+
+
+def test_max_pooling_of_a_padded_row_wider_than_65535_pixels():
+    from brainstorm.testing.handler_conformance import reference_maxpool2d_forward
+
+    h = NumpyHandler(np.float64)
+    x = np.random.RandomState(0).randn(1, 1, 65534, 1)  # 65536 wide with the padding
+    expected, argmax = reference_maxpool2d_forward(x, (1, 2), 1, (1, 2))
+    outputs, found = np.zeros(expected.shape), np.zeros(expected.shape)
+    h.maxpool2d_forward_batch(x, (1, 2), outputs, 1, (1, 2), found)
+    np.testing.assert_array_equal(outputs, expected)
+    np.testing.assert_array_equal(found, argmax)
 
 
 def test_sigmoid_keeps_relative_precision_in_the_negative_tail():

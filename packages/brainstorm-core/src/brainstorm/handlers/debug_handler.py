@@ -77,7 +77,9 @@ class DebugArray:
             raise IndexError(
                 f"DebugArray: only ints, step-less slices and ... may index, got {item!r}"
             )
-        return DebugArray(self.array[item])
+        if Ellipsis not in parts and sum(_is_int(p) for p in parts) == len(self.shape):
+            parts += (Ellipsis,)  # an int for every axis: a 0-d view, not a copied scalar
+        return DebugArray(self.array[parts])
 
     def reshape(self, *shape):
         """Reshape (``a.reshape(2, 3)`` or ``a.reshape((2, 3))``); dims must be >= 0."""
@@ -702,6 +704,7 @@ class DebugHandler(Handler):
 
     @staticmethod
     def _check_conv(call, padding, stride, outputs="outputs", bias="bias"):
+        call.expect_ndim("inputs", 4)
         call.expect_ndim("weights", 4)
         n, _, _, c = call.shape("inputs")
         f, kh, kw, wc = call.shape("weights")

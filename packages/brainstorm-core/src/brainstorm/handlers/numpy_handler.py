@@ -464,7 +464,8 @@ class NumpyHandler(Handler):
         _, h, w, _ = inputs.shape
         padded = self._pad(inputs, padding, -np.inf, role="max pooling")
         hp, wp = padded.shape[1:3]
-        small = (kh - 1) * wp + kw - 1 < 1 << 16
+        # (the padded width itself must fit too: k // wp gives a winner's row)
+        small = max((kh - 1) * wp + kw - 1, wp) < 1 << 16
         kind = np.uint16 if small else np.int64
         # the index arithmetic runs in the handler's float type where that is exact
         exact = (hp * wp + 1) * c < 2 ** (np.finfo(self.dtype).nmant + 1)
@@ -689,14 +690,15 @@ def _row_ids(v, rows, op, what="row id"):
     (NumPy would wrap negative ids around and truncate fractions silently.)
     """
     column = v[:, 0]
-    ids = column.astype(np.intp)
-    if ids.size and (ids.min() < 0 or ids.max() >= rows or np.any(ids != column)):
-        bad = column[(ids < 0) | (ids >= rows) | (ids != column)][0]
-        bad = int(bad) if float(bad).is_integer() else float(bad)
+    # checked before the cast: NaN, infinities and huge values do not cast cleanly
+    wrong = ~((column >= 0) & (column < rows) & (column == np.floor(column)))
+    if np.any(wrong):
+        bad = column[wrong][0]
+        bad = int(bad) if np.isfinite(bad) and float(bad).is_integer() else float(bad)
         raise IndexError(
             f"NumpyHandler.{op}: {what} {bad} is out of range [0, {rows}) or not a whole number"
         )
-    return ids
+    return column.astype(np.intp)
 
 
 def _windows(padded, window, stride, out_hw):
