@@ -153,6 +153,15 @@ def test_weight_and_gradient_modifiers(rng):
     assert np.all(np.abs(net.get("gradients")) <= 0.1 + 1e-12)
 
 
+def test_gradient_modifiers_are_refused_as_weight_modifiers():
+    from brainstorm.value_modifiers import L2Decay
+
+    net = chain_net(handler=NumpyHandler(np.float64))
+    with pytest.raises(TypeError, match="L2Decay .* set_gradient_modifiers"):
+        net.set_weight_modifiers(A=L2Decay(0.1))
+    net.set_gradient_modifiers(A=L2Decay(0.1))  # where it belongs
+
+
 def test_save_and_load_round_trip(tmp_path, rng):
     net = chain_net()
     net.initialize(Gaussian())

@@ -617,3 +617,12 @@ def test_lstm_reference_internal_names_are_reachable():
         assert net.get(f"Lstm.internals.{name}").shape[-1] == 3
     assert np.all((net.get("Lstm.internals.Ib") >= 0) & (net.get("Lstm.internals.Ib") <= 1))
     np.testing.assert_allclose(net.get("Lstm.internals.Zb"), np.tanh(net.get("Lstm.internals.Za")))
+
+
+@pytest.mark.parametrize("type_name", sorted(RECURRENT))
+def test_reference_argument_order_size_activation_name(type_name):
+    # the reference's Lstm(size, activation='tanh', name=None): reverse comes last
+    layer = RECURRENT[type_name](4, "sigmoid", "Enc")
+    details = layer.layer
+    assert details.basename == "Enc" and details.kwargs["activation"] == "sigmoid"
+    assert details.kwargs["reverse"] is False

@@ -195,3 +195,14 @@ def test_a_per_step_mask_spreads_over_pixelwise_outputs():
     counted = np.broadcast_to(mask[:, :, :, None] == 1, hits.shape)
     assert scores["Accuracy"] == pytest.approx(hits[counted].mean())
     assert hits[counted].mean() != pytest.approx(hits.mean())  # the mask matters here
+
+
+def test_accuracy_takes_the_references_arguments_in_order():
+    acc = Accuracy("Output.outputs.predictions", "t", "m", "acc")
+    assert (acc.out_name, acc.targets_name, acc.mask_name, acc.__name__) == (
+        "Output.outputs.predictions",
+        "t",
+        "m",
+        "acc",
+    )
+    assert acc.threshold == 0.5 and Accuracy(threshold=0.3).threshold == 0.3

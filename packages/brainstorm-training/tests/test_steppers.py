@@ -243,6 +243,7 @@ def test_steppers_are_registered_entry_points():
     names = registry.available("brainstorm.steppers")
     for name in ("SgdStepper", "MomentumStepper", "NesterovStepper", "AdamStepper"):
         assert name in names
+    assert registry.load("brainstorm.steppers", "ForwardStepper") is bs.training.ForwardStepper
     assert registry.load("brainstorm.steppers", "RMSPropStepper") is RMSPropStepper
     assert bs.training.AdaDeltaStepper is AdaDeltaStepper
 

@@ -483,7 +483,7 @@ class Uniform(Initializer):
         high (float | None): upper bound. Defaults to None.
 
     Example:
-        >>> Uniform(0.5)((2, 3)).max() <= 0.5
+        >>> bool(Uniform(0.5)((2, 3)).max() <= 0.5)
         True
     """
 

@@ -615,7 +615,8 @@ class EarlyStopper(_LogWatcher):
 
     Args:
         log_name (str): dotted name of the log entry, e.g. ``'validation.Accuracy'``.
-        patience (int): how many entries without improvement to accept.
+        patience (int): stop once this many entries in a row have not improved
+            on the best one (1: at the first entry without improvement).
             Defaults to 1.
         criterion (str): ``'min'`` (e.g. a loss) or ``'max'`` (e.g. accuracy).
             Defaults to ``'min'``.

@@ -104,12 +104,13 @@ class Accuracy(Scorer):
     output is at least ``threshold``, and 0 elsewhere.
 
     Args:
-        threshold (float): decision threshold for single-column outputs.
-            Defaults to 0.5.
         out_name (str): see :class:`Scorer`.
         targets_name (str): see :class:`Scorer`.
         mask_name (str): see :class:`Scorer`.
         name (str | None): see :class:`Scorer`.
+        threshold (float): decision threshold for single-column outputs.
+            Defaults to 0.5. (New; it comes after the reference's arguments, so
+            ``Accuracy('Output.outputs.predictions')`` works as there.)
 
     Example:
         >>> acc = Accuracy()
@@ -117,7 +118,7 @@ class Accuracy(Scorer):
         1.0
     """
 
-    def __init__(self, threshold=0.5, out_name="", targets_name="targets", mask_name="", name=None):
+    def __init__(self, out_name="", targets_name="targets", mask_name="", name=None, threshold=0.5):
         super().__init__(out_name, targets_name, mask_name, name)
         self.threshold = threshold
 
@@ -160,7 +161,7 @@ class Hamming(Scorer):
         0.5
     """
 
-    def __init__(self, threshold=0.5, out_name="", targets_name="targets", mask_name="", name=None):
+    def __init__(self, out_name="", targets_name="targets", mask_name="", name=None, threshold=0.5):
         super().__init__(out_name, targets_name, mask_name, name)
         self.threshold = threshold
 

@@ -353,7 +353,8 @@ class Network(Seedable):
         }
 
     def initialize(self, default_or_init_dict=None, seed=None, **kwargs):
-        """Initialize the parameters.
+        """Initialize the parameters (and reset the layers' non-trainable states,
+        such as BatchNorm's running statistics, to their starting values).
 
         Three equivalent forms: one initializer or number
         (``net.initialize(Gaussian())`` = ``default=Gaussian()``), a dict, or
@@ -418,7 +419,7 @@ class Network(Seedable):
         return spec
 
     def _set_modifiers(self, default_or_mod_dict, kwargs, kind):
-        from brainstorm.value_modifiers import ValueModifier
+        from brainstorm.value_modifiers import GradientModifier, ValueModifier
 
         spec = self._merge_spec(default_or_mod_dict, kwargs)
         values, _ = resolve_references(self._parameter_structure(), spec, allow_fallback=False)
@@ -433,6 +434,11 @@ class Network(Seedable):
                 if not isinstance(mod, ValueModifier):
                     raise TypeError(
                         f"{kind} for {layer_name}.{view_name} must be ValueModifiers, got {mod!r}"
+                    )
+                if kind == "Weight modifiers" and isinstance(mod, GradientModifier):
+                    raise TypeError(
+                        f"{type(mod).__name__} for {layer_name}.{view_name} changes gradients: "
+                        f"install it with set_gradient_modifiers, not set_weight_modifiers"
                     )
             if not mods:
                 continue

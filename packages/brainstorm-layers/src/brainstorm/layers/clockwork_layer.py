@@ -15,7 +15,7 @@ from brainstorm.structure.construction import ConstructionWrapper
 __all__ = ["Clockwork", "ClockworkLayerImpl"]
 
 
-def Clockwork(size, activation="tanh", reverse=False, name=None):
+def Clockwork(size, activation="tanh", name=None, reverse=False):
     """Create a clockwork recurrent layer.
 
     Like :func:`~brainstorm.layers.recurrent_layer.Recurrent`, but unit ``k``
@@ -36,8 +36,8 @@ def Clockwork(size, activation="tanh", reverse=False, name=None):
         size: the number of units.
         activation: one of ``'tanh'``, ``'sigmoid'``, ``'rel'``, ``'linear'``,
             ``'el'``.
-        reverse: process the sequence from the last time step to the first.
         name: the layer's name (default ``'Clockwork'``).
+        reverse: process the sequence from the last time step to the first.
 
     Returns:
         ConstructionWrapper: the layer, ready for wiring with ``>>`` (with

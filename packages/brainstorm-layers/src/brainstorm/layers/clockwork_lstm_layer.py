@@ -15,7 +15,7 @@ from brainstorm.structure.construction import ConstructionWrapper
 __all__ = ["ClockworkLstm", "ClockworkLstmLayerImpl"]
 
 
-def ClockworkLstm(size, activation="tanh", reverse=False, name=None):
+def ClockworkLstm(size, activation="tanh", name=None, reverse=False):
     """Create a clockwork peephole LSTM layer.
 
     Like :func:`~brainstorm.layers.lstm_layer.Lstm`, but cell ``k`` computes a
@@ -34,8 +34,8 @@ def ClockworkLstm(size, activation="tanh", reverse=False, name=None):
         size: the number of cells.
         activation: one of ``'tanh'``, ``'sigmoid'``, ``'rel'``, ``'linear'``,
             ``'el'``.
-        reverse: process the sequence from the last time step to the first.
         name: the layer's name (default ``'ClockworkLstm'``).
+        reverse: process the sequence from the last time step to the first.
 
     Returns:
         ConstructionWrapper: the layer, ready for wiring with ``>>`` (with

@@ -36,7 +36,7 @@ from brainstorm.structure.construction import ConstructionWrapper
 __all__ = ["Gru", "GruLayerImpl"]
 
 
-def Gru(size, activation="tanh", reverse=False, name=None):
+def Gru(size, activation="tanh", name=None, reverse=False):
     """Create a gated recurrent unit (GRU) layer.
 
     For every step (``*`` is elementwise, ``h_{-1}`` comes from the context)::
@@ -55,8 +55,8 @@ def Gru(size, activation="tanh", reverse=False, name=None):
         size: the number of units.
         activation: the candidate's activation: one of ``'tanh'``,
             ``'sigmoid'``, ``'rel'``, ``'linear'``, ``'el'``.
-        reverse: process the sequence from the last time step to the first.
         name: the layer's name (default ``'Gru'``).
+        reverse: process the sequence from the last time step to the first.
 
     Returns:
         ConstructionWrapper: the layer, ready for wiring with ``>>``. Its

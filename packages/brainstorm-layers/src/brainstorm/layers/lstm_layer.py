@@ -40,7 +40,7 @@ from brainstorm.utils import flatten_time
 __all__ = ["Lstm", "LstmLayerImpl"]
 
 
-def Lstm(size, activation="tanh", reverse=False, name=None):
+def Lstm(size, activation="tanh", name=None, reverse=False):
     """Create a peephole LSTM layer.
 
     For every step (``*`` is elementwise, ``c_{-1}`` and ``y_{-1}`` come from
@@ -61,8 +61,8 @@ def Lstm(size, activation="tanh", reverse=False, name=None):
         size: the number of cells.
         activation: the activation of block input and cell output: one of
             ``'tanh'``, ``'sigmoid'``, ``'rel'``, ``'linear'``, ``'el'``.
-        reverse: process the sequence from the last time step to the first.
         name: the layer's name (default ``'Lstm'``).
+        reverse: process the sequence from the last time step to the first.
 
     Returns:
         ConstructionWrapper: the layer, ready for wiring with ``>>``. Its

@@ -25,7 +25,7 @@ from brainstorm.structure.construction import ConstructionWrapper
 __all__ = ["Recurrent", "RecurrentLayerImpl"]
 
 
-def Recurrent(size, activation="tanh", reverse=False, name=None):
+def Recurrent(size, activation="tanh", name=None, reverse=False):
     """Create a simple recurrent layer: ``h_t = act(W x_t + R h_{t-1} + bias)``.
 
     ``h_{-1}`` is the context (zeros unless ``forward_pass(context=...)``
@@ -35,10 +35,10 @@ def Recurrent(size, activation="tanh", reverse=False, name=None):
         size: the number of units.
         activation: one of ``'tanh'``, ``'sigmoid'``, ``'rel'``, ``'linear'``,
             ``'el'``.
+        name: the layer's name (default ``'Recurrent'``).
         reverse: process the sequence from the last time step to the first
             (``h_{t+1}`` feeds step ``t``); combine a forward and a reverse
             layer for a bidirectional network.
-        name: the layer's name (default ``'Recurrent'``).
 
     Returns:
         ConstructionWrapper: the layer, ready for wiring with ``>>``. Its

@@ -17,7 +17,7 @@ calls must stay inside a live allocation.
 
 Example:
     >>> from brainstorm.handlers.cuda.emulation import emulated_handler
-    >>> h = emulated_handler()            # doctest: +SKIP  (needs g++)
+    >>> h = emulated_handler()  # needs g++  # doctest: +SKIP
     >>> from brainstorm.testing.handler_conformance import check_handler
     >>> check_handler(h)                  # doctest: +SKIP
 """
