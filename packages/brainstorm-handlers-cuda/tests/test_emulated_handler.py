@@ -619,3 +619,39 @@ def test_every_kernel_is_launched_by_the_ops(emulated):
     h.fill_gaussian(0.0, 1.0, m)
     h.generate_probability_mask(m, 0.5)
     assert set(h._device.launches) == set(_kernels.kernels())
+
+
+# ------------------------------------------ NaN ids, NaN in el_deriv, 0-d arrays
+# (run on the CPU emulation and, where there is one, on the GPU: casting a NaN
+# id to int is undefined in C, and the GPU makes it row 0)
+
+
+@pytest.mark.parametrize("which", ["emulated", "gpu_handler"])
+def test_nan_ids_select_no_row(request, which):
+    h = request.getfixturevalue(which)
+    table = np.arange(6, dtype=np.float32).reshape(3, 2) + 1
+    ids = h.create_from_numpy(np.array([[np.nan], [1.0]], np.float32))
+    rows = h.allocate((2, 2))
+    h.index_rows_mv(h.create_from_numpy(table), ids, rows)
+    got = h.get_numpy_copy(rows)
+    assert np.isnan(got[0]).all() and np.array_equal(got[1], table[1])
+    picked = h.allocate((2, 1))
+    h.index_m_by_v(h.create_from_numpy(table[:2]), ids, picked)
+    assert np.isnan(h.get_numpy_copy(picked)[0, 0])
+    sums = h.zeros((3, 2))
+    h.scatter_add_rows_mv(h.create_from_numpy(np.ones((2, 2), np.float32)), ids, sums)
+    assert h.get_numpy_copy(sums).tolist() == [[0, 0], [1, 1], [0, 0]]
+
+
+@pytest.mark.parametrize("which", ["emulated", "gpu_handler"])
+def test_el_deriv_keeps_a_nan_output(request, which):
+    h = request.getfixturevalue(which)
+    y = h.create_from_numpy(np.array([np.nan, -0.5, 2.0], np.float32))
+    dy = h.create_from_numpy(np.ones(3, np.float32))
+    dx = h.allocate((3,))
+    h.el_deriv(None, y, dy, dx)
+    np.testing.assert_array_equal(h.get_numpy_copy(dx), [np.nan, 0.5, 1.0])
+
+
+def test_a_0d_array_comes_back(emulated):
+    assert float(emulated.get_numpy_copy(emulated.create_from_numpy(np.array(3.0)))) == 3.0

@@ -248,7 +248,10 @@ class CpuEmulatedDevice:
         self._memory(ptr, host.nbytes, "upload")[...] = np.frombuffer(host.tobytes(), np.uint8)
 
     def download(self, host, ptr):
-        host.view(np.uint8).reshape(-1)[...] = self._memory(ptr, host.nbytes, "download")
+        # (at least 1-d first: a 0-d array has no byte view)
+        np.atleast_1d(host).view(np.uint8).reshape(-1)[...] = self._memory(
+            ptr, host.nbytes, "download"
+        )
 
     def launch(self, name, grid, block, args):
         grid = tuple(grid) + (1,) * (3 - len(grid))

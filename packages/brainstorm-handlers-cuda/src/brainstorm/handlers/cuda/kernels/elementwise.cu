@@ -67,7 +67,10 @@ __device__ __forceinline__ float bs_apply(int op, float a, float b, float c, flo
         case BS_REL: return a < 0.0f ? 0.0f : a;
         case BS_REL_DERIV: return b * (a > 0.0f ? 1.0f : 0.0f);
         case BS_EL: return a > 0.0f ? a : expm1f(a);
-        case BS_EL_DERIV: return b * fminf(a + 1.0f, 1.0f);
+        case BS_EL_DERIV: {  // b * min(y + 1, 1), keeping a NaN y (fminf would drop it)
+            float f = a + 1.0f;
+            return b * (f > 1.0f ? 1.0f : f);
+        }
     }
     return nanf("");  // unknown code: make the mistake visible
 }

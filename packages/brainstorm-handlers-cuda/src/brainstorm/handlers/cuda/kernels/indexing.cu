@@ -2,6 +2,13 @@
 // rows or columns by a column of (float) ids.
 #include "common.cuh"
 
+// The id in v as an int, or -1 unless it lies in [0, n). Compared as a float
+// first: casting NaN to int is undefined in C, and the GPU makes it 0 (the CPU
+// emulation INT_MIN), so a NaN id would read or write row 0 on the device.
+static __device__ __forceinline__ int bs_id(float v, int n) {
+    return (v >= 0.0f && v < (float)n) ? (int)v : -1;
+}
+
 // out[..., :na] = a and out[..., na:] = b, over (n0 x n1) leading positions.
 extern "C" __global__ void merge_last(int n0, int n1, int na, int nb,
                                       const float* a, int a0, int a1, int ac,
@@ -49,8 +56,8 @@ extern "C" __global__ void binarize(int rows, int k, const float* v, int v0,
 extern "C" __global__ void index_m_by_v(int rows, int k, const float* m, int m0, int m1,
                                         const float* v, int v0, float* out, int o0) {
     BS_GRID_LOOP(i, rows) {
-        int j = (int)v[i * v0];
-        out[i * o0] = (j >= 0 && j < k) ? m[i * m0 + (long long)j * m1] : nanf("");
+        int j = bs_id(v[i * v0], k);
+        out[i * o0] = j >= 0 ? m[i * m0 + (long long)j * m1] : nanf("");
     }
 }
 
@@ -62,8 +69,8 @@ extern "C" __global__ void index_rows(int rows, int cols, int m_rows,
     long long n = (long long)rows * cols;
     BS_GRID_LOOP(flat, n) {
         long long i = flat / cols, j = flat % cols;
-        int r = (int)v[i * v0];
-        out[i * o0 + j * o1] = (r >= 0 && r < m_rows) ? m[(long long)r * m0 + j * m1] : nanf("");
+        int r = bs_id(v[i * v0], m_rows);
+        out[i * o0 + j * o1] = r >= 0 ? m[(long long)r * m0 + j * m1] : nanf("");
     }
 }
 
@@ -76,7 +83,7 @@ extern "C" __global__ void scatter_add_rows(int rows, int cols, int out_rows,
     long long n = (long long)rows * cols;
     BS_GRID_LOOP(flat, n) {
         long long i = flat / cols, j = flat % cols;
-        int r = (int)v[i * v0];
-        if (r >= 0 && r < out_rows) atomicAdd(&out[(long long)r * o0 + j * o1], m[i * m0 + j * m1]);
+        int r = bs_id(v[i * v0], out_rows);
+        if (r >= 0) atomicAdd(&out[(long long)r * o0 + j * o1], m[i * m0 + j * m1]);
     }
 }
