@@ -68,3 +68,10 @@ def test_registry_lists_core_entries():
 def test_find_describable_unknown():
     with pytest.raises(registry.UnknownNameError, match="Unknown type 'os.system'"):
         registry.find_describable("os.system")
+
+
+def test_find_describable_names_the_distribution_that_would_provide_a_type(monkeypatch):
+    known = {**registry.KNOWN_PROVIDERS, "brainstorm.steppers": {"NotHereStepper": "brainstorm-x"}}
+    monkeypatch.setattr(registry, "KNOWN_PROVIDERS", known)
+    with pytest.raises(registry.UnknownNameError, match="provided by brainstorm-x: pip install"):
+        registry.find_describable("NotHereStepper")

@@ -52,7 +52,8 @@ _TRAINING = {
         "InfoUpdater BokehVisualizer ModifyStepperAttribute"
     ).split(),
     "brainstorm.steppers": (
-        "SgdStepper MomentumStepper NesterovStepper AdamStepper RMSPropStepper AdaDeltaStepper"
+        "SgdStepper MomentumStepper NesterovStepper AdamStepper RMSPropStepper AdaDeltaStepper "
+        "ForwardStepper"
     ).split(),
     "brainstorm.scorers": "Accuracy Hamming MeanSquaredError".split(),
 }
@@ -214,6 +215,13 @@ def find_describable(type_name):
         cls = _find_subclass(Describable, type_name)
         if cls is not None:
             return cls
-    raise UnknownNameError(
+    message = (
         f"Unknown type {type_name!r}: no imported class and no installed entry point has that name"
     )
+    providers = {
+        p for names in KNOWN_PROVIDERS.values() for n, p in names.items() if n == type_name
+    }
+    if providers:
+        provider = sorted(providers)[0]
+        message += f"; {type_name!r} is provided by {provider}: pip install {provider}"
+    raise UnknownNameError(message)
