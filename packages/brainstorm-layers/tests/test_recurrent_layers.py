@@ -626,3 +626,26 @@ def test_reference_argument_order_size_activation_name(type_name):
     details = layer.layer
     assert details.basename == "Enc" and details.kwargs["activation"] == "sigmoid"
     assert details.kwargs["reverse"] is False
+
+
+@pytest.mark.parametrize("type_name", ["Clockwork", "ClockworkLstm"])
+def test_modifiers_leave_the_clock_timing_alone(type_name):
+    # a default weight decay or clipping must not turn timing [1, 2, 4] into
+    # fractions (a unit whose timing is not a whole number never updates again)
+    from brainstorm.value_modifiers import ClipValues, L2Decay
+
+    inp = bs.layers.Input({"default": ("T", "B", 2)})
+    inp >> RECURRENT[type_name](3, name="Clock")
+    net = bs.Network.from_layer(inp, handler=NumpyHandler(np.float64))
+    net.initialize(default=bs.initializers.Gaussian(0.5), Clock={"timing": [1, 2, 4]})
+    net.set_gradient_modifiers(default=L2Decay(0.1))
+    net.set_weight_modifiers(default=ClipValues(-1, 1))
+    assert "timing" not in net.gradient_modifiers["Clock"]
+    assert "timing" not in net.weight_modifiers["Clock"]
+    net.provide_external_data({"default": np.ones((4, 2, 2))})
+    net.forward_pass()
+    net.backward_pass()
+    net.apply_gradient_modifiers()
+    net.apply_weight_modifiers()
+    assert net.get("Clock.parameters.timing").tolist() == [1, 2, 4]
+    assert np.all(net.get("Clock.gradients.timing") == 0)

@@ -425,6 +425,8 @@ class Network(Seedable):
         values, _ = resolve_references(self._parameter_structure(), spec, allow_fallback=False)
         installed = {}
         for (layer_name, view_name), found in sorted(values.items()):
+            if view_name in self.layers[layer_name].computes_no_gradients_for:
+                continue  # set by hand (e.g. Clockwork's timing): no decay, no clipping
             mods = []
             for value in found:
                 for mod in value if isinstance(value, (list, tuple)) else [value]:
@@ -455,7 +457,9 @@ class Network(Seedable):
         """Install ValueModifiers run on the weights after every update.
 
         Same pattern syntax as :meth:`initialize`, without ``fallback``; a value
-        is a modifier or a list of modifiers (run in order).
+        is a modifier or a list of modifiers (run in order). Parameters a layer
+        sets by hand (its ``computes_no_gradients_for``, e.g. the ``timing`` of
+        Clockwork layers) get no modifiers.
         """
         self.weight_modifiers = self._set_modifiers(default_or_mod_dict, kwargs, "Weight modifiers")
 
