@@ -443,3 +443,10 @@ def test_public_api():
     }
     with pytest.raises(NotImplementedError):
         DataIterator({}, 0)(None)
+
+
+def test_data_without_sequences_is_refused():
+    from brainstorm.data_iterators import IteratorValidationError, Minibatches
+
+    with pytest.raises(IteratorValidationError, match="no sequences"):
+        Minibatches(10, default=np.zeros((1, 0, 3)))

@@ -206,3 +206,79 @@ def test_accuracy_takes_the_references_arguments_in_order():
         "acc",
     )
     assert acc.threshold == 0.5 and Accuracy(threshold=0.3).threshold == 0.3
+
+
+# --- session 3 review: mistakes that trained silently --------------------------------
+
+
+def test_trainer_wants_objects_not_classes():
+    with pytest.raises(TypeError, match="stepper object"):
+        bs.training.Trainer(None)
+    with pytest.raises(TypeError, match="the class SgdStepper"):
+        bs.training.Trainer(bs.training.SgdStepper)
+    trainer = bs.training.Trainer(bs.training.SgdStepper())
+    with pytest.raises(TypeError, match="the class ProgressBar"):
+        trainer.add_hook(bs.hooks.ProgressBar)
+
+
+def _loss_free_net():
+    inp = bs.layers.Input({"default": ("T", "B", 3), "targets": ("T", "B", 1)})
+    out = bs.layers.SoftmaxCE(name="Output")
+    inp >> bs.layers.FullyConnected(2, activation="linear", name="Proj") >> out
+    inp - "targets" >> "targets" - out
+    net = bs.Network.from_layer(out, handler=NumpyHandler(np.float64))
+    net.initialize(bs.initializers.Gaussian(0.5), seed=1)
+    return net
+
+
+def test_training_a_network_without_a_loss_layer_is_refused():
+    x, t = np.ones((1, 4, 3)), np.zeros((1, 4, 1))
+    trainer = bs.training.Trainer(bs.training.SgdStepper(), verbose=False)
+    with pytest.raises(ValueError, match="no Loss layer"):
+        trainer.train(_loss_free_net(), Undivided(default=x, targets=t))
+
+
+def test_training_from_all_zero_parameters_warns():
+    net = make_net()
+    net.initialize(0.0)
+    x, t = make_data()
+    trainer = bs.training.Trainer(bs.training.SgdStepper(), verbose=False)
+    trainer.add_hook(bs.hooks.StopAfterEpoch(1))
+    with pytest.warns(UserWarning, match="initialize"):
+        trainer.train(net, Undivided(default=x, targets=t))
+
+
+def test_training_data_without_batches_is_an_error():
+    class NoBatches(Undivided):
+        def __call__(self, handler=None):
+            return iter(())
+
+    x, t = make_data()
+    trainer = bs.training.Trainer(bs.training.SgdStepper(), verbose=False)
+    trainer.add_hook(bs.hooks.StopAfterEpoch(3))
+    with pytest.raises(ValueError, match="no batches in epoch 1"):
+        trainer.train(make_net(), NoBatches(default=x, targets=t))
+
+
+def test_save_best_network_added_before_its_monitor_is_reported():
+    x, t = make_data()
+    trainer = bs.training.Trainer(bs.training.SgdStepper(), verbose=False)
+    trainer.add_hook(bs.hooks.SaveBestNetwork("validation.total_loss", criterion="min"))
+    trainer.add_hook(bs.hooks.MonitorLoss("valid", name="validation"))
+    trainer.add_hook(bs.hooks.StopAfterEpoch(1))
+    with pytest.raises(KeyError, match="validation.total_loss"):
+        trainer.train(
+            make_net(), Undivided(default=x, targets=t), valid=Undivided(default=x, targets=t)
+        )
+
+
+def test_save_best_network_acts_only_on_new_log_entries():
+    net = make_net()
+    hook = bs.hooks.SaveBestNetwork("v", criterion="min")
+    hook(1, 1, net, None, {"v": [1.0]})
+    saved = hook.load_parameters()
+    net.handler.set_from_numpy(net.buffer.parameters, saved + 1)
+    hook(2, 2, net, None, {"v": [1.0]})  # the monitor runs every other epoch
+    assert np.array_equal(hook.load_parameters(), saved)
+    hook(3, 3, net, None, {"v": [1.0, 0.5]})
+    assert np.array_equal(hook.load_parameters(), saved + 1)

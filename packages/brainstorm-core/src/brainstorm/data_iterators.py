@@ -163,6 +163,10 @@ def _check_named_data(named_data, cls_name):
                 f"{cls_name}: all data items need the same number of {label}, got {shapes}"
             )
     first = next(iter(shapes.values()))
+    if first[1] == 0:
+        raise IteratorValidationError(
+            f"{cls_name}: the data holds no sequences (B = 0, axis 1), shapes {shapes}"
+        )
     return first[1], first[0]
 
 

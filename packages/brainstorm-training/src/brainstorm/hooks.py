@@ -156,12 +156,13 @@ class Hook(Describable):
 
 
 def _lookup_log(hook, logs, log_name, epoch_nr=None):
-    """The values of log ``log_name``; None at epoch 0 if it is not there yet (the
-    training logs, e.g. ``rolling_training``, start with the first epoch)."""
+    """The values of log ``log_name``; None at epoch 0 for the ``rolling_training``
+    logs, which start with the first epoch (any other missing log is an error: the
+    hook that writes it runs at epoch 0 too, if it was added before this one)."""
     try:
         values = get_by_path(logs, log_name)
     except KeyError as err:
-        if epoch_nr == 0:
+        if epoch_nr == 0 and log_name.split(".")[0] == "rolling_training":
             return None
         raise KeyError(
             f"{hook.__name__}: there is no log {log_name!r} (add the hook that logs it "
@@ -226,8 +227,10 @@ class SaveBestNetwork(_LogWatcher):
     The value counts as improved when the last entry of the log is strictly
     better than all entries before it. With a ``filename`` the network is
     written there (atomically); without one its parameters (and states, such as
-    BatchNorm running statistics) are kept in memory. A log that does not exist
-    yet at epoch 0 (``rolling_training`` starts with the first epoch) is skipped.
+    BatchNorm running statistics) are kept in memory. The hook acts only when
+    its log got a new entry since its last call (so a monitor on another
+    interval is no problem); ``rolling_training`` logs, which start with the
+    first epoch, are skipped at epoch 0.
 
     Args:
         log_name (str): dotted name of the log entry to watch, e.g.
@@ -249,7 +252,12 @@ class SaveBestNetwork(_LogWatcher):
         >>> net = trainer.hooks['SaveBestNetwork'].load_best_network()
     """
 
-    __undescribed__ = {"parameters": None, "states": None, "_net_description": None}
+    __undescribed__ = {
+        "parameters": None,
+        "states": None,
+        "_net_description": None,
+        "_entries_seen": None,
+    }
 
     def __init__(
         self,
@@ -266,12 +274,14 @@ class SaveBestNetwork(_LogWatcher):
         self.parameters = None
         self.states = None
         self._net_description = None
+        self._entries_seen = None
 
     def __call__(self, epoch_nr, update_nr, net, stepper, logs):
         """Save the network if the watched value improved; see :class:`Hook`."""
         values = self._values(logs, epoch_nr)
-        if values is None:
-            return
+        if values is None or len(values) == self._entries_seen:
+            return  # nothing new logged since the last call (e.g. another interval)
+        self._entries_seen = len(values)
         best = _best_index(values, self.criterion)
         if best is not None and best == len(values) - 1:
             if self.filename is not None:

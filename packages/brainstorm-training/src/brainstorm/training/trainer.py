@@ -97,6 +97,14 @@ class Trainer(Describable):
     __default_values__ = {"run_file": None, "run_file_interval": 1}
 
     def __init__(self, stepper, verbose=True):
+        from brainstorm.training.steppers import TrainingStepper
+
+        if not isinstance(stepper, TrainingStepper):
+            what = f"the class {stepper.__name__}" if isinstance(stepper, type) else repr(stepper)
+            raise TypeError(
+                f"Trainer needs a stepper object, e.g. bs.training.SgdStepper(learning_rate=0.1); "
+                f"got {what}"
+            )
         self.stepper = stepper
         self.verbose = verbose
         self.hooks = OrderedDict()
@@ -134,6 +142,13 @@ class Trainer(Describable):
         Raises:
             ValueError: if a hook with the same name was added before.
         """
+        from brainstorm.hooks import Hook
+
+        if not isinstance(hook, Hook):
+            what = f"the class {hook.__name__}" if isinstance(hook, type) else repr(hook)
+            raise TypeError(
+                f"add_hook needs a hook object, e.g. bs.hooks.ProgressBar(); got {what}"
+            )
         name = hook.__name__
         if name in self.hooks:
             raise ValueError(
@@ -226,12 +241,24 @@ class Trainer(Describable):
                 network's inputs (the message names both sets).
         """
         check_data_names(net, training_data_iter, _TRAINING_ITER)
+        if not net.loss_layers:
+            raise ValueError(
+                "The network has no Loss layer, so there is nothing to minimize; connect the "
+                "loss output, e.g.  out - 'loss' >> bs.layers.Loss()"
+            )
         if _TRAINING_ITER in named_data_iters:
             raise ValueError(f"{_TRAINING_ITER!r} is reserved for the training data iterator")
         named_data_iters = dict(named_data_iters)
         named_data_iters[_TRAINING_ITER] = training_data_iter
         self._net, self._named_data_iters = net, named_data_iters
         resuming = self._pending_restore is not None
+        parameters = net.handler.get_numpy_copy(net.buffer.parameters)
+        if not resuming and parameters.size and not np.any(parameters):
+            warnings.warn(
+                "Every parameter of the network is 0: was net.initialize(...) forgotten? "
+                "(Hidden units that start alike stay alike.)",
+                stacklevel=2,
+            )
         if not resuming:
             self._print_header("Before Training")
         self.stepper.start(net)
@@ -255,7 +282,9 @@ class Trainer(Describable):
             scores = {}
             stop = False
             self._in_epoch = True
+            batches = 0
             for _ in run_network(net, training_data_iter(handler=net.handler)):
+                batches += 1
                 self.current_update_nr += 1
                 self.stepper.run()
                 gather_losses_and_scores(net, self.train_scorers, scores)
@@ -264,6 +293,11 @@ class Trainer(Describable):
                     stop = True
                     break
             self._in_epoch = False
+            if batches == 0 and not stop:
+                raise ValueError(
+                    f"The training data iterator gave no batches in epoch "
+                    f"{self.current_epoch_nr}: is its data empty?"
+                )
             if scores:
                 rolling = aggregate_losses_and_scores(scores, net, self.train_scorers)
                 self._add_log("rolling_training", rolling)
