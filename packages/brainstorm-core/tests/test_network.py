@@ -359,3 +359,15 @@ def test_missing_inputs_are_zero_filled_when_allowed(rng):
     net.provide_external_data({"default": rng.randn(2, 2, 3), "targets": rng.randn(2, 2, 3)})
     net.provide_external_data({"default": rng.randn(2, 2, 3)}, all_inputs=False)
     assert np.all(net.get_input("targets") == 0)
+
+
+def test_clear_errors_for_handler_classes_contexts_and_missing_folders(tmp_path):
+    with pytest.raises(TypeError, match="the class NumpyHandler"):
+        chain_net(handler=NumpyHandler)
+    net = chain_net()
+    with pytest.raises(TypeError, match="handler object"):
+        net.set_handler("numpy")
+    with pytest.raises(TypeError, match="context must be what net.get_context"):
+        net.forward_pass(context=True)
+    with pytest.raises(FileNotFoundError, match="the folder .*nope does not exist"):
+        net.save_as_hdf5(tmp_path / "nope" / "net.hdf5")

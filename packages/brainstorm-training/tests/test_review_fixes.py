@@ -282,3 +282,11 @@ def test_save_best_network_acts_only_on_new_log_entries():
     assert np.array_equal(hook.load_parameters(), saved)
     hook(3, 3, net, None, {"v": [1.0, 0.5]})
     assert np.array_equal(hook.load_parameters(), saved + 1)
+
+
+def test_monitors_want_an_iterator_name_and_scorer_objects():
+    x, t = make_data()
+    with pytest.raises(TypeError, match="iter_name must be the name"):
+        bs.hooks.MonitorLoss(Undivided(default=x, targets=t))
+    with pytest.raises(TypeError, match="the class Accuracy"):
+        bs.hooks.MonitorScores("valid", [Accuracy])

@@ -175,6 +175,17 @@ def _lookup_log(hook, logs, log_name, epoch_nr=None):
     return values
 
 
+def _check_scorers(hook, scorers):
+    from brainstorm.scorers import Scorer
+
+    for scorer in scorers:
+        if not isinstance(scorer, Scorer):
+            what = f"the class {scorer.__name__}" if isinstance(scorer, type) else repr(scorer)
+            raise TypeError(
+                f"{type(hook).__name__}: scorers must be scorer objects, e.g. Accuracy(); got {what}"
+            )
+
+
 def _check_criterion(criterion):
     if criterion not in ("min", "max"):
         raise ValueError(f"criterion must be 'min' or 'max', got {criterion!r}")
@@ -562,6 +573,12 @@ class MonitorLoss(Hook):
 
     def __init__(self, iter_name, name=None, timescale="epoch", interval=1, verbose=None):
         super().__init__(name, timescale, interval, verbose)
+        if not isinstance(iter_name, str):
+            raise TypeError(
+                f"{type(self).__name__}: iter_name must be the name of a data iterator given to "
+                f"train (e.g. 'valid' for trainer.train(net, train_iter, valid=valid_iter)), "
+                f"got {type(iter_name).__name__}"
+            )
         self.iter_name = iter_name
         self.iter = None
 
@@ -610,6 +627,7 @@ class MonitorScores(MonitorLoss):
     def __init__(self, iter_name, scorers, name=None, timescale="epoch", interval=1, verbose=None):
         super().__init__(iter_name, name, timescale, interval, verbose)
         self.scorers = list(scorers)
+        _check_scorers(self, self.scorers)
 
     def _scorers(self):
         return self.scorers

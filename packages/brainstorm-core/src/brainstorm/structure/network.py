@@ -27,6 +27,16 @@ from brainstorm.utils import (
 __all__ = ["Network"]
 
 
+def _check_handler(handler):
+    """``handler`` if it is a handler object, else a TypeError saying what to pass."""
+    from brainstorm.handlers.base_handler import Handler
+
+    if not isinstance(handler, Handler):
+        what = f"the class {handler.__name__}" if isinstance(handler, type) else repr(handler)
+        raise TypeError(f"Expected a handler object, e.g. NumpyHandler(np.float32); got {what}")
+    return handler
+
+
 def _default_handler():
     from brainstorm.handlers.numpy_handler import NumpyHandler
 
@@ -94,7 +104,7 @@ class Network(Seedable):
         """
         architecture = json.loads(json.dumps(architecture))  # a private, JSON-clean copy
         layers = instantiate_layers_from_architecture(architecture)
-        handler = handler if handler is not None else _default_handler()
+        handler = _check_handler(handler) if handler is not None else _default_handler()
         manager = BufferManager(layers, handler)
         return cls(layers, manager, architecture, handler=handler)
 
@@ -307,6 +317,11 @@ class Network(Seedable):
         """
         if context is None:
             self.buffer_manager.clear_context()
+        elif not isinstance(context, dict):
+            raise TypeError(
+                f"forward_pass: context must be what net.get_context() returned (a dict) or "
+                f"None, got {type(context).__name__}"
+            )
         else:
             self.buffer_manager.apply_context(context)
         for name, layer in self.layers.items():
@@ -496,6 +511,7 @@ class Network(Seedable):
     def set_handler(self, new_handler):
         """Move the network to ``new_handler`` (e.g. ``PyCudaHandler()``), keeping
         parameters, states, the provided data and the recurrent state."""
+        _check_handler(new_handler)
         parameters = self.handler.get_numpy_copy(self.buffer.parameters)
         states = self.handler.get_numpy_copy(self.buffer.states)
         inputs = {

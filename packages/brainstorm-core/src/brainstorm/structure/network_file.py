@@ -44,6 +44,8 @@ def atomic_write_hdf5(filename, write):
 
     filename = os.fspath(filename)
     directory = os.path.dirname(os.path.abspath(filename))
+    if not os.path.isdir(directory):  # (else the error would name the temporary file)
+        raise FileNotFoundError(f"Cannot write {filename}: the folder {directory} does not exist")
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".hdf5", dir=directory)
     os.close(fd)
     try:
