@@ -371,3 +371,16 @@ def test_clear_errors_for_handler_classes_contexts_and_missing_folders(tmp_path)
         net.forward_pass(context=True)
     with pytest.raises(FileNotFoundError, match="the folder .*nope does not exist"):
         net.save_as_hdf5(tmp_path / "nope" / "net.hdf5")
+
+
+def test_index_errors_name_the_layer():
+    net = chain_net()
+    net.initialize(1.0)
+    net.provide_external_data({"default": np.ones((1, 2, 3))})
+
+    def broken(buffers, training_pass=True):
+        raise IndexError("id 7 is out of range")
+
+    net.layers["B"].forward_pass = broken
+    with pytest.raises(IndexError, match=r"Layer 'B' \(.*\): id 7 is out of range"):
+        net.forward_pass()

@@ -330,6 +330,8 @@ class Network(Seedable):
                     layer.forward_pass(self.buffer[name], training_pass)
                 except StridedViewError as err:
                     raise _strided_view_error(name, layer, err) from None
+                except IndexError as err:  # e.g. class ids out of range: say where
+                    raise IndexError(f"Layer {name!r} ({layer.type_name}): {err}") from err
 
     def backward_pass(self):
         """Compute all deltas and gradients (after a forward pass), then apply
