@@ -384,3 +384,12 @@ def test_index_errors_name_the_layer():
     net.layers["B"].forward_pass = broken
     with pytest.raises(IndexError, match=r"Layer 'B' \(.*\): id 7 is out of range"):
         net.forward_pass()
+
+
+def test_provide_external_data_wants_a_dict_and_takes_nested_lists():
+    net = chain_net()
+    with pytest.raises(TypeError, match="needs a dict of input name -> array, got ndarray"):
+        net.provide_external_data(np.ones((1, 2, 3)))
+    net.provide_external_data({"default": [[[1.0, 2.0, 3.0]]]})
+    net.forward_pass()
+    assert net.get("Input.outputs.default").tolist() == [[[1.0, 2.0, 3.0]]]

@@ -261,6 +261,15 @@ class Network(Seedable):
             KeyError: for a missing input (naming it and what was given).
             ValueError: for data whose shape does not fit the Input layer.
         """
+        if not hasattr(data, "keys") or not hasattr(data, "__getitem__"):
+            raise TypeError(
+                f"provide_external_data needs a dict of input name -> array, got "
+                f"{type(data).__name__}"
+            )
+        data = {
+            name: np.asarray(value) if isinstance(value, (list, tuple)) else value
+            for name, value in data.items()
+        }
         input_shapes = self.layers["Input"].out_shapes
         missing = [n for n in input_shapes if n not in data]
         if all_inputs and missing:
