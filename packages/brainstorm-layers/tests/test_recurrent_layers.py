@@ -649,3 +649,24 @@ def test_modifiers_leave_the_clock_timing_alone(type_name):
     net.apply_weight_modifiers()
     assert net.get("Clock.parameters.timing").tolist() == [1, 2, 4]
     assert np.all(net.get("Clock.gradients.timing") == 0)
+
+
+def test_a_context_of_the_wrong_shape_says_which_mistake_it_likely_is():
+    def recurrent_net(size):
+        inp = bs.layers.Input({"default": ("T", "B", 2)})
+        inp >> Recurrent(size, name="R")
+        net = bs.Network.from_layer(inp)
+        net.initialize(0.5)
+        return net
+
+    net = recurrent_net(3)
+    net.provide_external_data({"default": np.ones((2, 4, 2))})
+    net.forward_pass()
+    context = net.get_context()
+    net.provide_external_data({"default": np.ones((2, 5, 2))})
+    with pytest.raises(ValueError, match="batch size changed"):
+        net.forward_pass(context=context)
+    other = recurrent_net(4)
+    other.provide_external_data({"default": np.ones((2, 4, 2))})
+    with pytest.raises(ValueError, match="another network"):
+        other.forward_pass(context=context)

@@ -404,10 +404,15 @@ class BufferManager:
                 self.handler.fill(slot, 0.0)
                 continue
             value = context[path]
-            if tuple(array_shape(value)) != tuple(array_shape(slot)):
+            got, expected = tuple(array_shape(value)), tuple(array_shape(slot))
+            if got != expected:
+                hint = (
+                    "was the batch size changed?"
+                    if got[:1] + got[2:] == expected[:1] + expected[2:]
+                    else "is it the context of another network?"
+                )
                 raise ValueError(
-                    f"Context entry {path!r} has shape {tuple(array_shape(value))}, expected "
-                    f"{tuple(array_shape(slot))} (was the batch size changed?)"
+                    f"Context entry {path!r} has shape {got}, expected {expected} ({hint})"
                 )
             if isinstance(value, self.handler.array_type):
                 self.handler.copy_to(value, slot)
