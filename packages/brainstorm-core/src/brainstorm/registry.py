@@ -133,9 +133,14 @@ def _missing_message(group, name):
     installed = sorted(_entry_points(group))
     msg = f"Unknown {kind} {name!r}. Installed: {', '.join(installed) or 'none'}."
     provider = KNOWN_PROVIDERS.get(group, {}).get(name)
-    if provider:
-        msg += f" {name!r} is provided by {provider}: pip install {provider}"
-    return msg
+    return msg + _install_hint(name, [provider] if provider else [], " ")
+
+
+def _install_hint(name, providers, separator):
+    """Which distribution to install for ``name`` ('' if ``providers`` is empty)."""
+    if not providers:
+        return ""
+    return f"{separator}{name!r} is provided by {providers[0]}: pip install {providers[0]}"
 
 
 def load(group, name):
@@ -218,10 +223,7 @@ def find_describable(type_name):
     message = (
         f"Unknown type {type_name!r}: no imported class and no installed entry point has that name"
     )
-    providers = {
+    providers = sorted(
         p for names in KNOWN_PROVIDERS.values() for n, p in names.items() if n == type_name
-    }
-    if providers:
-        provider = sorted(providers)[0]
-        message += f"; {type_name!r} is provided by {provider}: pip install {provider}"
-    raise UnknownNameError(message)
+    )
+    raise UnknownNameError(message + _install_hint(type_name, providers[:1], "; "))

@@ -24,6 +24,7 @@ __all__ = [
     "flatten_all_but_last",
     "product",
     "get_brainstorm_info",
+    "given",
 ]
 
 
@@ -156,3 +157,9 @@ def get_brainstorm_info() -> bytes:
 def as_float_scalar(value) -> float:
     """Convert a 0-d or single-element array (or a number) to a Python float."""
     return float(np.asarray(value).reshape(-1)[0])
+
+
+def given(value):
+    """How an error message names a wrong argument: ``'the class X'`` for a class
+    (the usual mistake: ``SgdStepper`` instead of ``SgdStepper()``), else its repr."""
+    return f"the class {value.__name__}" if isinstance(value, type) else repr(value)

@@ -41,7 +41,7 @@ import numpy as np
 
 from brainstorm.describable import Describable, create_from_description, get_description
 from brainstorm.training.utils import check_data_names, evaluate, save_logs
-from brainstorm.utils import get_by_path
+from brainstorm.utils import get_by_path, given
 
 __all__ = [
     "Hook",
@@ -180,9 +180,9 @@ def _check_scorers(hook, scorers):
 
     for scorer in scorers:
         if not isinstance(scorer, Scorer):
-            what = f"the class {scorer.__name__}" if isinstance(scorer, type) else repr(scorer)
             raise TypeError(
-                f"{type(hook).__name__}: scorers must be scorer objects, e.g. Accuracy(); got {what}"
+                f"{type(hook).__name__}: scorers must be scorer objects, e.g. Accuracy(); "
+                f"got {given(scorer)}"
             )
 
 

@@ -22,6 +22,7 @@ from brainstorm.utils import (
     NetworkValidationError,
     StridedViewError,
     as_float_scalar,
+    given,
 )
 
 __all__ = ["Network"]
@@ -32,8 +33,9 @@ def _check_handler(handler):
     from brainstorm.handlers.base_handler import Handler
 
     if not isinstance(handler, Handler):
-        what = f"the class {handler.__name__}" if isinstance(handler, type) else repr(handler)
-        raise TypeError(f"Expected a handler object, e.g. NumpyHandler(np.float32); got {what}")
+        raise TypeError(
+            f"Expected a handler object, e.g. NumpyHandler(np.float32); got {given(handler)}"
+        )
     return handler
 
 

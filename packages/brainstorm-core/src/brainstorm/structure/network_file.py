@@ -24,7 +24,7 @@ import numpy as np
 
 from brainstorm.utils import get_brainstorm_info
 
-__all__ = ["write_network_file", "read_network_file", "FORMAT", "atomic_write_hdf5"]
+__all__ = ["write_network_file", "read_network_file", "FORMAT", "atomic_write", "atomic_write_hdf5"]
 
 FORMAT = "Network file v1.0"
 _FORMAT_PREFIX = "Network file v"
@@ -38,19 +38,27 @@ def _permissions_for(filename):
     return 0o666 & ~umask
 
 
-def atomic_write_hdf5(filename, write):
-    """Call ``write(h5py.File)`` on a temporary file, then rename it to ``filename``."""
-    import h5py
+def atomic_write(filename, write, suffix=""):
+    """Call ``write(path)`` to write a temporary file next to ``filename``, then
+    rename it to ``filename``: a failed write leaves an existing file as it was.
 
+    Args:
+        filename: the file to write.
+        write: ``write(path)`` writes the whole file at ``path``.
+        suffix: ending of the temporary file's name (some writers pick the
+            format from it).
+
+    Raises:
+        FileNotFoundError: if the folder of ``filename`` does not exist.
+    """
     filename = os.fspath(filename)
     directory = os.path.dirname(os.path.abspath(filename))
     if not os.path.isdir(directory):  # (else the error would name the temporary file)
         raise FileNotFoundError(f"Cannot write {filename}: the folder {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".hdf5", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
     os.close(fd)
     try:
-        with h5py.File(tmp, "w") as f:
-            write(f)
+        write(tmp)
         # mkstemp makes the file private; give it the permissions of a file
         # created normally (or those of the file it replaces).
         os.chmod(tmp, _permissions_for(filename))
@@ -59,6 +67,18 @@ def atomic_write_hdf5(filename, write):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def atomic_write_hdf5(filename, write):
+    """Call ``write(h5py.File)`` on a temporary file, then rename it to ``filename``
+    (see :func:`atomic_write`)."""
+    import h5py
+
+    def write_file(path):
+        with h5py.File(path, "w") as f:
+            write(f)
+
+    atomic_write(filename, write_file, suffix=".hdf5")
 
 
 def write_network_file(filename, description, parameters, states, comment=""):

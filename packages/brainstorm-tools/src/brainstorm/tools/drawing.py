@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-import tempfile
+
+from brainstorm.structure.network_file import atomic_write
 
 __all__ = ["draw_network", "network_graph"]
 
@@ -90,28 +91,9 @@ def draw_network(network, file_name="network.png"):
         )
     graph = network_graph(network)
     graph.layout(prog="dot")
-    directory = os.path.dirname(os.path.abspath(file_name))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=extension, dir=directory)
-    os.close(fd)
-    try:
-        graph.draw(tmp, format=_FORMATS[extension])
-        os.chmod(tmp, _permissions_for(file_name))
-        os.replace(tmp, file_name)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(file_name, lambda path: graph.draw(path, format=_FORMATS[extension]), extension)
     try:
         from IPython.display import SVG, Image
     except ImportError:
         return None
     return SVG(filename=file_name) if extension == ".svg" else Image(filename=file_name)
-
-
-def _permissions_for(file_name):
-    """The permission bits of the file being replaced, or of a newly created file
-    (mkstemp makes its file private)."""
-    if os.path.exists(file_name):
-        return os.stat(file_name).st_mode & 0o777
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask

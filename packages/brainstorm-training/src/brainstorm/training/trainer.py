@@ -26,6 +26,7 @@ import numpy as np
 from brainstorm.describable import Describable, create_from_description, get_description
 from brainstorm.scorers import aggregate_losses_and_scores, gather_losses_and_scores
 from brainstorm.training.utils import check_data_names, read_logs, run_network, write_logs
+from brainstorm.utils import given
 
 __all__ = ["Trainer", "RUN_FORMAT"]
 
@@ -100,10 +101,9 @@ class Trainer(Describable):
         from brainstorm.training.steppers import TrainingStepper
 
         if not isinstance(stepper, TrainingStepper):
-            what = f"the class {stepper.__name__}" if isinstance(stepper, type) else repr(stepper)
             raise TypeError(
                 f"Trainer needs a stepper object, e.g. bs.training.SgdStepper(learning_rate=0.1); "
-                f"got {what}"
+                f"got {given(stepper)}"
             )
         self.stepper = stepper
         self.verbose = verbose
@@ -145,9 +145,8 @@ class Trainer(Describable):
         from brainstorm.hooks import Hook
 
         if not isinstance(hook, Hook):
-            what = f"the class {hook.__name__}" if isinstance(hook, type) else repr(hook)
             raise TypeError(
-                f"add_hook needs a hook object, e.g. bs.hooks.ProgressBar(); got {what}"
+                f"add_hook needs a hook object, e.g. bs.hooks.ProgressBar(); got {given(hook)}"
             )
         name = hook.__name__
         if name in self.hooks:
