@@ -2,8 +2,9 @@
 
 A train step is ``forward_pass(training_pass=True)``, ``backward_pass()`` and a
 plain SGD update of the flat parameter buffer with a handler op
-(``mult_add_st(-lr, gradients, parameters)``); the batch is copied into the
-network once, before timing. The networks run with ``net.compute_data_deltas =
+(``mult_add_st(-lr, gradients, parameters)``), all in one handler session as
+the Trainer runs them (``Handler.session``: the NumpyHandler's own threads);
+the batch is copied into the network once, before timing. The networks run with ``net.compute_data_deltas =
 False``, as training does: nobody reads the deltas of the data, so the first
 layer skips computing them (``--data-deltas`` computes them anyway). The networks:
 
@@ -23,7 +24,10 @@ input-delta products a layer skips because its input is the data (only the
 products actually computed are counted); convolutions as im2col GEMMs. Activations, pooling, softmax and the update are not counted. The
 achieved GFLOP/s are compared with NumPy's own float32 GEMM peak measured side
 by side in the same run: each network runs ``--rounds`` rounds of one square
-``np.dot`` of size 2048, about 0.2 s of train steps, and one more ``np.dot``;
+``np.dot`` of size 2048, 0.15 s of untimed train steps (so that OpenBLAS's
+threads, which spin for about 0.1 s after the peak product, are idle again, as
+they are between the steps of training), about 0.2 s of timed train steps, and
+one more ``np.dot``;
 every round gives a fraction (its median step against the mean of its two
 peaks) and the median over the rounds is reported. The numbers of a round are
 taken within a fraction of a second, so the fraction holds even when other work on a
@@ -70,6 +74,8 @@ LEARNING_RATE = 1e-3
 PEAK_SIZE = 2048
 #: About how long the train steps of one round take (``--steps 0``: chosen from this).
 ROUND_SECONDS = 0.2
+#: Untimed train steps after each peak measurement (see :func:`settle`).
+SETTLE_SECONDS = 0.15
 #: Peak measurements further apart than this mean the machine was busy.
 BUSY_RATIO = 0.85
 BLAS_ENV = (
@@ -269,9 +275,11 @@ def gemm_seconds(gemms, repeats=3):
 
 
 def train_step(net):
-    net.forward_pass(training_pass=True)
-    net.backward_pass()
-    net.handler.mult_add_st(-LEARNING_RATE, net.buffer.gradients, net.buffer.parameters)
+    # in one handler session, as the Trainer runs its steps (see Handler.session)
+    with net.handler.session():
+        net.forward_pass(training_pass=True)
+        net.backward_pass()
+        net.handler.mult_add_st(-LEARNING_RATE, net.buffer.gradients, net.buffer.parameters)
 
 
 def time_steps_of(net, steps, warmup):
@@ -279,6 +287,19 @@ def time_steps_of(net, steps, warmup):
     for _ in range(warmup):
         train_step(net)
     return _time_calls(lambda: train_step(net), steps)
+
+
+def settle(net, seconds=SETTLE_SECONDS):
+    """Untimed train steps for ``seconds``, as in the middle of training.
+
+    OpenBLAS keeps its threads spinning for about 0.1 s after a product (such
+    as the peak measurement) and they would compete with the handler's own
+    threads (see ``Handler.session``) for the first steps; in training nothing
+    else runs between the steps.
+    """
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        train_step(net)
 
 
 def _time_calls(function, count):
@@ -371,6 +392,7 @@ def run_network(key, args):
     rounds = []
     for _ in range(args.rounds):
         before = gemm_peak(repeats=1, operands=operands)
+        settle(net)
         times = time_steps_of(net, per_round, 0)
         peer_times = _time_calls(peer.step, peer_per_round) if peer is not None else None
         after = gemm_peak(repeats=1, operands=operands)

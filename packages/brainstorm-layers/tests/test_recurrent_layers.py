@@ -670,3 +670,29 @@ def test_a_context_of_the_wrong_shape_says_which_mistake_it_likely_is():
     other.provide_external_data({"default": np.ones((2, 4, 2))})
     with pytest.raises(ValueError, match="another network"):
         other.forward_pass(context=context)
+
+
+@pytest.mark.parametrize("type_name", ["Lstm", "ClockworkLstm"])
+def test_large_lstm_steps_shared_between_threads_match_the_reference(type_name, monkeypatch):
+    # large enough for the NumpyHandler to split every step's product between the
+    # threads of its session (see Handler.session); the same without the threads
+    from brainstorm.handlers import _threads
+
+    size = 128
+    inits = {"timing": list(np.arange(size) % 3 + 1.0)} if "Clockwork" in type_name else {}
+    layer = RECURRENT[type_name](size)
+    net, name = build(layer, {"default": (3,)}, inits=inits)
+    rng = np.random.RandomState(8)
+    x = rng.randn(3, 32, 3)
+    y = run(net, name, {"default": x})
+    expected = reference(type_name, params(net, name), x) if not inits else None
+    if expected is not None:
+        np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-12)
+    net.backward_pass()
+    gradients = net.handler.get_numpy_copy(net.buffer.gradients)
+    monkeypatch.setitem(_threads._team, "team", None)
+    monkeypatch.setenv("BRAINSTORM_NUMPY_THREADS", "0")
+    np.testing.assert_allclose(run(net, name, {"default": x}), y, rtol=1e-12, atol=1e-13)
+    net.backward_pass()
+    again = net.handler.get_numpy_copy(net.buffer.gradients)
+    np.testing.assert_allclose(again, gradients, rtol=1e-10, atol=1e-12)

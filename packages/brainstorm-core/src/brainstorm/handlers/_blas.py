@@ -26,7 +26,17 @@ import os
 
 import numpy as np
 
-__all__ = ["available", "axpy", "gemm"]
+__all__ = [
+    "available",
+    "axpy",
+    "axpy_accepts",
+    "gemm",
+    "gemm_accepts",
+    "library",
+    "openblas_function",
+    "set_threads",
+    "threads_adjustable",
+]
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
@@ -38,7 +48,7 @@ _FLAVOURS = (
     ("cblas_", "", ctypes.c_int32),
 )
 
-_state = {"loaded": False, "gemm": {}, "axpy": {}}
+_state = {"loaded": False, "gemm": {}, "axpy": {}, "library": None}
 
 
 def _library_paths():
@@ -93,9 +103,56 @@ def _load():
             _state["axpy"] = {np.dtype(np.float32): functions["s"][1]}
             _state["axpy"][np.dtype(np.float64)] = functions["d"][1]
             if _self_test():
+                _state["library"] = (lib, flavour)
                 return
             _state["gemm"], _state["axpy"] = {}, {}
     _state["gemm"], _state["axpy"] = {}, {}
+
+
+def library():
+    """``(ctypes library, (prefix, suffix, integer type))`` of the BLAS that passed
+    its check, or None (see :func:`available`)."""
+    if not _state["loaded"]:
+        _load()
+    return _state["library"]
+
+
+def openblas_function(name):
+    """The OpenBLAS function ``openblas_<name>`` of the bound library (under its
+    naming, e.g. ``scipy_openblas_<name>64_``), or None."""
+    found = library()
+    if found is None:
+        return None
+    lib, (prefix, suffix, _) = found
+    base = prefix[: -len("cblas_")] if prefix.endswith("cblas_") else ""
+    return getattr(lib, f"{base}openblas_{name}{suffix}", None)
+
+
+def threads_adjustable():
+    """Whether :func:`set_threads` can set the BLAS library's number of threads."""
+    set_threads(None)
+    return _state["threads"] is not None
+
+
+def set_threads(count):
+    """Let the BLAS library use ``count`` threads (None: leave it); returns the
+    number it used before, or None (and changes nothing) if it cannot be told."""
+    if "threads" not in _state:
+        getter, setter = openblas_function("get_num_threads"), openblas_function("set_num_threads")
+        if getter is not None and setter is not None:
+            getter.argtypes, getter.restype = [], ctypes.c_int
+            setter.argtypes, setter.restype = [ctypes.c_int], None
+            _state["threads"] = (getter, setter)
+        else:
+            _state["threads"] = None
+    functions = _state["threads"]
+    if functions is None:
+        return None
+    getter, setter = functions
+    before = getter()
+    if count is not None and before != count:
+        setter(int(count))
+    return before
 
 
 def _self_test():
@@ -153,6 +210,47 @@ def _usable(*arrays):
     )
 
 
+def _gemm_plan(a, b, out):
+    """The BLAS function and arguments for ``out = alpha * a @ b + beta * out``
+    (alpha and beta left out), or None if the arrays do not qualify."""
+    if not _state["loaded"]:
+        _load()
+    function = _state["gemm"].get(out.dtype) if isinstance(out, np.ndarray) else None
+    if function is None or not _usable(a, b, out) or not out.flags.writeable:
+        return None
+    m, n = out.shape
+    k = a.shape[1]
+    if a.shape[0] != m or b.shape != (k, n):
+        raise ValueError(f"gemm: shapes {a.shape} @ {b.shape} do not give {out.shape}")
+    if np.may_share_memory(out, a) or np.may_share_memory(out, b):
+        return None
+    layout_out = _layout(out)
+    if layout_out is None:
+        return None
+    if layout_out[0]:  # out is column-major: compute out.T = b.T @ a.T instead
+        a, b, out = b.T, a.T, out.T
+        m, n = n, m
+    layout_a, layout_b = _layout(a), _layout(b)
+    if layout_a is None or layout_b is None:
+        return None
+    (trans_a, lda), (trans_b, ldb) = layout_a, layout_b
+    ldc = _layout(out)[1]
+    head = (
+        _ROW_MAJOR,
+        _TRANS if trans_a else _NO_TRANS,
+        _TRANS if trans_b else _NO_TRANS,
+        m,
+        n,
+        k,
+    )
+    return function, head, (a.ctypes.data, lda, b.ctypes.data, ldb), (out.ctypes.data, ldc)
+
+
+def gemm_accepts(a, b, out):
+    """Whether :func:`gemm` can take these arrays (it would not return False)."""
+    return _gemm_plan(a, b, out) is not None
+
+
 def gemm(a, b, out, alpha=1.0, beta=0.0):
     """``out = alpha * a @ b + beta * out`` in place with BLAS; False if it can't.
 
@@ -163,57 +261,20 @@ def gemm(a, b, out, alpha=1.0, beta=0.0):
     without a temporary. Returns True when done, False (and leaves ``out``
     untouched) when the arrays do not qualify or no BLAS is available.
     """
-    if not _state["loaded"]:
-        _load()
-    function = _state["gemm"].get(out.dtype) if isinstance(out, np.ndarray) else None
-    if function is None or not _usable(a, b, out) or not out.flags.writeable:
+    plan = _gemm_plan(a, b, out)
+    if plan is None:
         return False
-    m, n = out.shape
-    k = a.shape[1]
-    if a.shape[0] != m or b.shape != (k, n):
-        raise ValueError(f"gemm: shapes {a.shape} @ {b.shape} do not give {out.shape}")
-    if np.may_share_memory(out, a) or np.may_share_memory(out, b):
-        return False
-    layout_out = _layout(out)
-    if layout_out is None:
-        return False
-    if layout_out[0]:  # out is column-major: compute out.T = b.T @ a.T instead
-        a, b, out = b.T, a.T, out.T
-        m, n = n, m
-    layout_a, layout_b = _layout(a), _layout(b)
-    if layout_a is None or layout_b is None:
-        return False
-    (trans_a, lda), (trans_b, ldb) = layout_a, layout_b
-    ldc = _layout(out)[1]
-    function(
-        _ROW_MAJOR,
-        _TRANS if trans_a else _NO_TRANS,
-        _TRANS if trans_b else _NO_TRANS,
-        m,
-        n,
-        k,
-        alpha,
-        a.ctypes.data,
-        lda,
-        b.ctypes.data,
-        ldb,
-        beta,
-        out.ctypes.data,
-        ldc,
-    )
+    function, head, operands, result = plan
+    function(*head, alpha, *operands, beta, *result)
     return True
 
 
-def axpy(alpha, x, y):
-    """``y += alpha * x`` in place with BLAS over contiguous arrays; False if it can't.
-
-    ``x`` and ``y`` must be C-contiguous arrays of one float dtype and the same
-    size, not overlapping.
-    """
+def axpy_accepts(x, y):
+    """Whether :func:`axpy` can take these arrays (it would not return False)."""
     if not _state["loaded"]:
         _load()
     function = _state["axpy"].get(y.dtype) if isinstance(y, np.ndarray) else None
-    if (
+    return not (
         function is None
         or not isinstance(x, np.ndarray)
         or x.dtype != y.dtype
@@ -222,7 +283,16 @@ def axpy(alpha, x, y):
         or not (x.flags.c_contiguous and y.flags.c_contiguous and y.flags.writeable)
         or not (x.flags.aligned and y.flags.aligned)
         or np.may_share_memory(x, y)
-    ):
+    )
+
+
+def axpy(alpha, x, y):
+    """``y += alpha * x`` in place with BLAS over contiguous arrays; False if it can't.
+
+    ``x`` and ``y`` must be C-contiguous arrays of one float dtype and the same
+    size, not overlapping.
+    """
+    if not axpy_accepts(x, y):
         return False
-    function(x.size, alpha, x.ctypes.data, 1, y.ctypes.data, 1)
+    _state["axpy"][y.dtype](x.size, alpha, x.ctypes.data, 1, y.ctypes.data, 1)
     return True

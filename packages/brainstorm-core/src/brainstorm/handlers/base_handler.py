@@ -30,14 +30,77 @@ every op of a handler against a float64 NumPy reference.
 
 from __future__ import annotations
 
+import contextlib
+
 from brainstorm import randomness
 from brainstorm.describable import Describable
 
-__all__ = ["Handler"]
+__all__ = ["Handler", "PreparedMatrix", "block_pairs"]
 
 
 def _abstract(handler, op):
     return NotImplementedError(f"{type(handler).__name__} does not implement {op}()")
+
+
+class PreparedMatrix:
+    """A matrix made ready by :meth:`Handler.prepare_matrix` for :meth:`Handler.dot_add_blocks`.
+
+    The generic form just keeps the matrix; handlers may subclass it to keep
+    a copy in a faster layout.
+
+    Args:
+        matrix: the handler array ``(K, N)``, or ``(N, K)`` if ``transpose``.
+        transpose: bool, whether the prepared matrix is the transpose of ``matrix``.
+
+    Attributes:
+        matrix: as given.
+        transpose: as given.
+        shape: ``(K, N)``, the shape of the matrix it stands for.
+    """
+
+    def __init__(self, matrix, transpose=False):
+        if len(matrix.shape) != 2:
+            raise ValueError(f"prepare_matrix: needs a matrix, got shape {tuple(matrix.shape)}")
+        self.matrix = matrix
+        self.transpose = bool(transpose)
+        rows, cols = (int(d) for d in matrix.shape)
+        self.shape = (cols, rows) if self.transpose else (rows, cols)
+
+    def block(self, rows, cols):
+        """The block ``P[rows, cols]`` (two slices) as ``(array, transposed)``."""
+        if self.transpose:
+            return self.matrix[cols, rows], True
+        return self.matrix[rows, cols], False
+
+    def __repr__(self):
+        return f"{type(self).__name__}(shape={self.shape}, transpose={self.transpose})"
+
+
+def block_pairs(a_blocks, prepared, out_blocks):
+    """The products that make up ``dot_add_blocks(a_blocks, prepared, out_blocks)``.
+
+    Yields ``(a_i, block, transposed, out_j)`` for every pair: ``out_j +=
+    a_i @ P_ij``, with ``P_ij = block.T`` if ``transposed`` else ``block``
+    (a view of the prepared :class:`PreparedMatrix`).
+
+    Raises:
+        ValueError: the widths of the blocks do not fit the prepared matrix.
+    """
+    k_sizes = [int(a.shape[1]) for a in a_blocks]
+    n_sizes = [int(out.shape[1]) for out in out_blocks]
+    if (sum(k_sizes), sum(n_sizes)) != tuple(prepared.shape):
+        raise ValueError(
+            f"dot_add_blocks: blocks of widths {k_sizes} and {n_sizes} do not fit a "
+            f"prepared matrix of shape {tuple(prepared.shape)}"
+        )
+    n0 = 0
+    for out, n_size in zip(out_blocks, n_sizes):
+        k0 = 0
+        for a, k_size in zip(a_blocks, k_sizes):
+            block, transposed = prepared.block(slice(k0, k0 + k_size), slice(n0, n0 + n_size))
+            yield a, block, transposed, out
+            k0 += k_size
+        n0 += n_size
 
 
 class Handler(Describable):
@@ -567,6 +630,66 @@ class Handler(Describable):
         product = self.allocate(out.shape)
         self.dot_mm(a, b, product, transa, transb)
         self.add_tt(product, out, out)
+
+    def session(self):
+        """A context manager around a stretch of work, such as one pass of a network.
+
+        :meth:`~brainstorm.structure.network.Network.forward_pass`,
+        :meth:`~brainstorm.structure.network.Network.backward_pass` and the
+        trainer's parameter updates run inside one; sessions nest. A handler
+        may get resources ready for the ops that follow: the NumpyHandler
+        keeps its own threads spinning for work and splits large matrix
+        products between them (see :doc:`/performance`). The generic
+        implementation does nothing.
+
+        Example:
+            >>> from brainstorm.handlers import NumpyHandler
+            >>> h = NumpyHandler()
+            >>> with h.session():
+            ...     pass  # handler ops here
+        """
+        return contextlib.nullcontext(self)
+
+    def prepare_matrix(self, m, transpose=False):
+        """Make a matrix ready to be the right operand of many :meth:`dot_add_blocks`.
+
+        A handler may copy the matrix into the order its products read fastest
+        (NumpyHandler packs it for its BLAS's kernel once instead of in every
+        product), so the result stands for the values ``m`` holds now: prepare
+        it again after ``m`` changed. The recurrent layers prepare their
+        recurrent weights once per pass and use them in every time step.
+
+        Args:
+            m: matrix ``(K, N)``, or ``(N, K)`` if ``transpose``.
+            transpose: bool, prepare the transpose of ``m``.
+
+        Returns:
+            PreparedMatrix: an object for this handler's :meth:`dot_add_blocks`
+            (the generic implementation keeps ``m`` itself).
+        """
+        return PreparedMatrix(m, transpose)
+
+    def dot_add_blocks(self, a_blocks, prepared, out_blocks):
+        """Add products with a prepared matrix, blockwise: ``out_j += sum_i a_i @ P_ij``.
+
+        Think of ``A = [a_0 | a_1 | ...]`` and ``OUT = [out_0 | out_1 | ...]``
+        as matrices made of column blocks that live in separate arrays; this
+        computes ``OUT += A @ P``, with ``P_ij`` the block of ``P`` whose rows
+        belong to ``a_i`` and whose columns belong to ``out_j``. An LSTM step,
+        for example, adds ``y_prev @ R^T`` to the four gate pre-activations
+        ``[Za | Ia | Fa | Oa]``, and in the backward pass adds
+        ``[dZa | dIa | dFa | dOa] @ R`` to the output deltas.
+
+        Args:
+            a_blocks: list of matrices ``(B, K_i)`` with ``sum K_i = K``.
+            prepared: a :class:`PreparedMatrix` ``(K, N)`` from this handler's
+                :meth:`prepare_matrix`.
+            out_blocks: list of matrices ``(B, N_j)`` with ``sum N_j = N``
+                (read and written); they must not overlap each other, the
+                ``a_blocks`` or the prepared matrix.
+        """
+        for a, block, transposed, out in block_pairs(a_blocks, prepared, out_blocks):
+            self.dot_add_mm(a, block, out, transb=transposed)
 
     # ------------------------------------------------------------ activations
 

@@ -262,6 +262,18 @@ class _Call:
                 self.fail(f"argument {name!r} contains NaN or infinity after the call")
 
 
+class _DebugPrepared:
+    """A prepared matrix of the wrapped handler, with the DebugArray it came from."""
+
+    def __init__(self, inner, source):
+        self.inner = inner
+        self.source = source
+        self.shape = tuple(inner.shape)
+
+    def __repr__(self):
+        return f"DebugHandler prepared {self.inner!r}"
+
+
 class DebugHandler(Handler):
     """Wraps another handler and checks every call.
 
@@ -616,6 +628,50 @@ class DebugHandler(Handler):
 
     def dot_add_mm(self, a, b, out, transa=False, transb=False):
         self._dot("dot_add_mm", a, b, out, transa, transb)
+
+    def prepare_matrix(self, m, transpose=False):
+        call = self._call("prepare_matrix", m=m)
+        call.flag("transpose", transpose)
+        call.expect_ndim("m", 2)
+        call.finite()
+        return _DebugPrepared(self.handler.prepare_matrix(m.array, transpose), m)
+
+    def dot_add_blocks(self, a_blocks, prepared, out_blocks):
+        where = "DebugHandler.dot_add_blocks"
+        if not isinstance(prepared, _DebugPrepared):
+            raise TypeError(
+                f"{where}: prepared must come from this handler's prepare_matrix, "
+                f"got {type(prepared).__name__}"
+            )
+        arrays = {}
+        for label, blocks in (("a_blocks", a_blocks), ("out_blocks", out_blocks)):
+            if not isinstance(blocks, (list, tuple)) or not blocks:
+                raise TypeError(f"{where}: {label} must be a non-empty list of matrices")
+            for i, block in enumerate(blocks):
+                arrays[f"{label}[{i}]"] = block
+        call = self._call("dot_add_blocks", **arrays, prepared_matrix=prepared.source)
+        for name in arrays:
+            call.expect_ndim(name, 2)
+        rows = {a.shape[0] for a in (*a_blocks, *out_blocks)}
+        if len(rows) != 1:
+            call.fail(
+                f"all blocks need the same number of rows, got {[a.shape for a in a_blocks]} "
+                f"and {[a.shape for a in out_blocks]}"
+            )
+        widths = (sum(a.shape[1] for a in a_blocks), sum(a.shape[1] for a in out_blocks))
+        if widths != tuple(prepared.shape):
+            call.fail(
+                f"blocks of total widths {widths} do not fit the prepared matrix of shape "
+                f"{tuple(prepared.shape)}"
+            )
+        call.writes(*(name for name in arrays if name.startswith("out")), inplace=False)
+        self.handler.dot_add_blocks(
+            [a.array for a in a_blocks], prepared.inner, [a.array for a in out_blocks]
+        )
+        call.finite()
+
+    def session(self):
+        return self.handler.session()
 
     # ------------------------------------------------------------ activations
 

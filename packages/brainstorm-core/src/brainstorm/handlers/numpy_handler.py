@@ -16,10 +16,34 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from brainstorm import randomness
-from brainstorm.handlers import _blas
+from brainstorm.handlers import _blas, _packed, _threads
 from brainstorm.handlers.base_handler import Handler
 
 __all__ = ["NumpyHandler"]
+
+
+def _shared_elementwise(method):
+    """Split an elementwise op over large arrays between the threads of an open session.
+
+    The arrays (``None`` allowed, e.g. an unused ``x``) are cut along their first
+    axis; only when all have the same shape and any two are either the very same
+    view or do not overlap at all.
+    """
+
+    @functools.wraps(method)
+    def op(self, *arrays):
+        team = _active_team()
+        if team is None or not _splittable(arrays):
+            return method(self, *arrays)
+        pieces = _shares(arrays[-1].shape[0], team.size)
+        team.run(
+            [
+                functools.partial(method, self, *(None if a is None else a[i:j] for a in arrays))
+                for i, j in pieces
+            ]
+        )
+
+    return op
 
 
 class NumpyHandler(Handler):
@@ -64,6 +88,32 @@ class NumpyHandler(Handler):
 
     def _scalar(self, value):
         return self.dtype.type(value)
+
+    def session(self):
+        """Keep this process's compute threads ready while the block runs.
+
+        Inside a session NumPy's BLAS runs on one thread and the handler
+        splits large products (and the per-step products of recurrent layers)
+        between its own threads, which wait for work by spinning rather than
+        sleeping; outside, the BLAS threads are restored. See
+        :mod:`brainstorm.handlers._threads` and :doc:`/performance`
+        (``BRAINSTORM_NUMPY_THREADS`` sets the number of threads, 0 leaves
+        them to the BLAS library).
+        """
+        team = _threads.team()
+        if team is None or team.size == 1 or not _blas.threads_adjustable():
+            return super().session()
+        saved = []
+
+        def one_blas_thread():
+            saved.append(_blas.set_threads(1))
+
+        def restore_blas_threads():
+            before = saved.pop() if saved else None
+            if before is not None:
+                _blas.set_threads(before)
+
+        return team.session(on_open=one_blas_thread, on_close=restore_blas_threads)
 
     # ------------------------------------------------------------------ memory
 
@@ -117,18 +167,23 @@ class NumpyHandler(Handler):
     def clip_t(self, a, a_min, a_max, out):
         np.clip(a, self._scalar(a_min), self._scalar(a_max), out=out)
 
+    @_shared_elementwise
     def add_tt(self, a, b, out):
         np.add(a, b, out=out)
 
+    @_shared_elementwise
     def subtract_tt(self, a, b, out):
         np.subtract(a, b, out=out)
 
+    @_shared_elementwise
     def mult_tt(self, a, b, out):
         np.multiply(a, b, out=out)
 
+    @_shared_elementwise
     def mult_add_tt(self, a, b, out):
         out += a * b
 
+    @_shared_elementwise
     def divide_tt(self, a, b, out):
         np.divide(a, b, out=out)
 
@@ -148,7 +203,7 @@ class NumpyHandler(Handler):
 
     def mult_add_st(self, s, t, out):
         s = self._scalar(s)
-        if out.size > _CHUNK and t.dtype == self.dtype and _blas.axpy(s, t, out):
+        if out.size > _CHUNK and t.dtype == self.dtype and _shared_axpy(s, t, out):
             return  # one pass (the SGD update of the whole parameter buffer)
         overlapping = t is not out and np.may_share_memory(t, out)
         if out.size <= _CHUNK or t.shape != out.shape or overlapping:
@@ -269,7 +324,9 @@ class NumpyHandler(Handler):
     def dot_mm(self, a, b, out, transa=False, transb=False):
         a = a.T if transa else a
         b = b.T if transb else b
-        if _transposed_product_is_faster(a, b):
+        if _shared_product(a, b, out, beta=0.0):
+            pass  # split between the threads of a session
+        elif _transposed_product_is_faster(a, b):
             out[...] = self._transposed_product(a, b).T
         elif not out.flags.c_contiguous and _blas.gemm(a, b, out):
             pass  # straight into the strided output, no temporary
@@ -285,10 +342,23 @@ class NumpyHandler(Handler):
     def dot_add_mm(self, a, b, out, transa=False, transb=False):
         a = a.T if transa else a
         b = b.T if transb else b
-        if _transposed_product_is_faster(a, b):
+        if _shared_product(a, b, out, beta=1.0):
+            pass  # split between the threads of a session
+        elif _transposed_product_is_faster(a, b):
             out += self._transposed_product(a, b).T
         elif not _blas.gemm(a, b, out, beta=1.0):  # accumulates without a temporary
             out += np.dot(a, b)
+
+    def prepare_matrix(self, m, transpose=False):
+        # packed for the BLAS kernel on first use (see brainstorm.handlers._packed)
+        return _packed.PackedMatrix(m, transpose)
+
+    def dot_add_blocks(self, a_blocks, prepared, out_blocks):
+        if isinstance(prepared, _packed.PackedMatrix) and _packed.add_products(
+            list(a_blocks), prepared, list(out_blocks)
+        ):
+            return
+        super().dot_add_blocks(a_blocks, prepared, out_blocks)
 
     def _transposed_product(self, a, b):
         """``b.T @ a.T`` in a scratch array reused across calls (valid until the next
@@ -302,6 +372,7 @@ class NumpyHandler(Handler):
     # ------------------------------------------------------------ activations
     # Each function next to its derivative; derivatives work from the outputs y.
 
+    @_shared_elementwise
     def sigmoid(self, x, y):
         # 1 / (1 + exp(-x)) in four passes without temporaries; keeps the relative
         # precision in the negative tail. Below about -88 (float32) exp(-x)
@@ -320,32 +391,39 @@ class NumpyHandler(Handler):
         e += 1
         np.reciprocal(e, out=y)
 
+    @_shared_elementwise
     def sigmoid_deriv(self, x, y, dy, dx):
         factor = _scratch(dx, y, dy)
         np.multiply(y, y, out=factor)
         np.subtract(y, factor, out=factor)  # y (1 - y)
         np.multiply(dy, factor, out=dx)
 
+    @_shared_elementwise
     def tanh(self, x, y):
         np.tanh(x, out=y)
 
+    @_shared_elementwise
     def tanh_deriv(self, x, y, dy, dx):
         factor = _scratch(dx, y, dy)
         np.multiply(y, y, out=factor)
         np.subtract(self._scalar(1), factor, out=factor)
         np.multiply(dy, factor, out=dx)
 
+    @_shared_elementwise
     def rel(self, x, y):
         np.maximum(x, 0, out=y)
 
+    @_shared_elementwise
     def rel_deriv(self, x, y, dy, dx):
         np.multiply(dy, y > 0, out=dx)
 
+    @_shared_elementwise
     def el(self, x, y):
         negative_part = np.expm1(np.minimum(x, 0))
         np.maximum(x, 0, out=y)
         y += negative_part
 
+    @_shared_elementwise
     def el_deriv(self, x, y, dy, dx):
         factor = _scratch(dx, y, dy)
         np.add(y, self._scalar(1), out=factor)
@@ -381,15 +459,19 @@ class NumpyHandler(Handler):
         if not direct:
             flat = np.empty(flat.shape, dtype=self.dtype)  # copied back below
         beta = 1.0 if accumulate and direct else 0.0
-        # im2col and GEMM in chunks of images whose columns stay in the cache
+        # im2col and GEMM in chunks of images whose columns stay in the cache (the
+        # chunks shared between the threads of a session, each with its own columns)
         rows = ho * (wo // group)  # GEMM rows per image
         chunks = _image_chunks(n, rows * filters.shape[0])
-        buffer = _column_buffer(chunks, rows, filters.shape[0], self.dtype)
+        buffers = _Buffers(chunks, rows, filters.shape[0], self.dtype)
         window = (kh, kw + group - 1)
-        for start, stop in chunks:
-            columns = _im2col(padded[start:stop], window, stride, (ho, wo // group), buffer, group)
+
+        def convolve_chunk(start, stop, worker):
+            columns = _im2col(
+                padded[start:stop], window, stride, (ho, wo // group), buffers[worker], group
+            )
             part = flat[start * rows : stop * rows]
-            if _blas.gemm(columns, filters, part, beta=beta):
+            if _product(columns, filters, part, beta):
                 pass
             elif beta:
                 part += np.dot(columns, filters)
@@ -397,6 +479,8 @@ class NumpyHandler(Handler):
                 np.dot(columns, filters, out=part)
             if bias is not None:
                 part += bias  # while the chunk is in the cache
+
+        _for_chunks(chunks, convolve_chunk)
         if not direct:
             if accumulate:
                 outputs += flat.reshape(outputs.shape)
@@ -428,29 +512,46 @@ class NumpyHandler(Handler):
         k = kh * (kw + group - 1) * c
         grouped_deltas = all_deltas.reshape(n * rows, group * f)
         filters = weights.reshape(f, -1)
-        gradient = np.zeros((k, group * f), dtype=self.dtype)
-        # chunks of images whose columns (and column deltas) stay in the cache
+        # chunks of images whose columns (and column deltas) stay in the cache, shared
+        # between the threads of a session: each adds into its own gradient
         chunks = _image_chunks(n, rows * k)
-        buffer = _column_buffer(chunks, rows, k, self.dtype)
+        buffers = _Buffers(chunks, rows, k, self.dtype)
+        gradients = {}
         window = (kh, kw + group - 1)
-        for start, stop in chunks:
+
+        def chunk_gradient(start, stop, worker):
             count = stop - start
-            columns = _im2col(padded[start:stop], window, stride, (ho, wo // group), buffer, group)
+            columns = _im2col(
+                padded[start:stop], window, stride, (ho, wo // group), buffers[worker], group
+            )
             deltas = grouped_deltas[start * rows : stop * rows]
+            gradient = gradients.get(worker)
+            if gradient is None:
+                gradient = gradients[worker] = np.zeros((k, group * f), dtype=self.dtype)
             # (K, F) with the long reduction innermost in both operands: faster than
             # deltas.T @ columns, and it holds up better when the machine is busy
-            if not _blas.gemm(columns.T, deltas, gradient, beta=1.0):
+            if not _product(columns.T, deltas, gradient, beta=1.0):
                 gradient += np.dot(columns.T, deltas)
             if in_deltas is None:
-                continue
+                return
             # column deltas offset-major, (kh, kw, C, n, Ho, Wo): every kernel offset
             # adds a block with long contiguous rows into a (C, n, Hp, Wp) accumulator
-            column_deltas = np.dot(filters.T, deltas.T).reshape(kh, kw, c, count, ho, wo)
+            column_deltas = np.empty((filters.shape[1], deltas.shape[0]), dtype=self.dtype)
+            if not _product(filters.T, deltas.T, column_deltas):
+                np.dot(filters.T, deltas.T, out=column_deltas)
+            column_deltas = column_deltas.reshape(kh, kw, c, count, ho, wo)
             acc = np.zeros((c, count, h + 2 * p, w + 2 * p), dtype=self.dtype)
             for i in range(kh):
                 for j in range(kw):
                     acc[:, :, i : i + sh * ho : sh, j : j + sw * wo : sw] += column_deltas[i, j]
             in_deltas[start:stop] += acc[:, :, p : p + h, p : p + w].transpose(1, 2, 3, 0)
+
+        _for_chunks(chunks, chunk_gradient)
+        gradient = gradients.pop(0, None)
+        if gradient is None:
+            gradient = np.zeros((k, group * f), dtype=self.dtype)
+        for other in gradients.values():
+            gradient += other
         weight_deltas[...] = _fold_grouped_gradient(gradient, (kh, kw, c), group, f)
 
     def maxpool2d_forward_batch(self, inputs, window, outputs, padding, stride, argmax):
@@ -473,20 +574,19 @@ class NumpyHandler(Handler):
         corner = _pool_corner_index((h, w, c), padding, stride, (ho, wo), index_type.name)
         chunks = _image_chunks(n, hp * wo * c, 2 * _CHUNK)
         largest = max((stop - start for start, stop in chunks), default=0)
-        row_best = np.empty((largest, hp, wo, c), dtype=self.dtype)
-        row_k = np.empty((largest, hp, wo, c), dtype=kind)
-        row_step = np.empty((largest, hp, wo, c), dtype=kind)
-        row_better = np.empty((largest, hp, wo, c), dtype=bool)
-        best_k = np.empty((largest, ho, wo, c), dtype=kind)
-        step = np.empty((largest, ho, wo, c), dtype=kind)
-        better = np.empty((largest, ho, wo, c), dtype=bool)
-        rows = np.empty((largest, ho, wo, c), dtype=index_type) if padding else None
-        index = None if exact else np.empty((largest, ho, wo, c), dtype=index_type)
         last_x, last_y = sw * (wo - 1) + 1, sh * (ho - 1) + 1
-        for start, stop in chunks:
+        scratch = {}
+
+        def pool_chunk(start, stop, worker):  # (the chunks of a session run in parallel)
+            if worker not in scratch:
+                scratch[worker] = _PoolScratch(
+                    largest, (hp, ho, wo, c), self.dtype, kind, index_type, padding, exact
+                )
+            buffers = scratch[worker]
             m = stop - start
             images = padded[start:stop]
-            r_best, r_k, r_step, r_better = row_best[:m], row_k[:m], row_step[:m], row_better[:m]
+            r_best, r_k = buffers.row_best[:m], buffers.row_k[:m]
+            r_step, r_better = buffers.row_step[:m], buffers.row_better[:m]
             np.copyto(r_best, images[:, :, 0:last_x:sw])
             r_k.fill(0)
             for j in range(1, kw):
@@ -495,8 +595,8 @@ class NumpyHandler(Handler):
                 np.maximum(r_best, candidate, out=r_best)
                 np.multiply(r_better, kind(j), out=r_step)
                 np.maximum(r_k, r_step, out=r_k)
-            best, part_k = outputs[start:stop], best_k[:m]
-            part_step, part_better = step[:m], better[:m]
+            best, part_k = outputs[start:stop], buffers.best_k[:m]
+            part_step, part_better = buffers.step[:m], buffers.better[:m]
             np.copyto(best, r_best[:, 0:last_y:sh])
             np.copyto(part_k, r_k[:, 0:last_y:sh])
             for i in range(1, kh):
@@ -507,11 +607,11 @@ class NumpyHandler(Handler):
                 np.multiply(part_step, part_better, out=part_step)
                 np.maximum(part_k, part_step, out=part_k)
             # in-image index: corner + (i * W + j) * C = corner + (k - i * 2p) * C
-            part_argmax = argmax[start:stop] if exact else index[:m]
+            part_argmax = argmax[start:stop] if exact else buffers.index[:m]
             np.multiply(part_k, index_type.type(c), out=part_argmax)
             part_argmax += corner
             if padding:
-                part_rows = rows[:m]
+                part_rows = buffers.rows[:m]
                 np.floor_divide(part_k, kind(wp), out=part_step)
                 np.multiply(part_step, index_type.type(2 * padding * c), out=part_rows)
                 part_argmax -= part_rows
@@ -526,23 +626,31 @@ class NumpyHandler(Handler):
             if not exact:
                 np.copyto(argmax[start:stop], part_argmax, casting="unsafe")
 
+        _for_chunks(chunks, pool_chunk)
+
     def maxpool2d_backward_batch(
         self, inputs, window, outputs, padding, stride, argmax, in_deltas, out_deltas
     ):
         n, h, w, c = inputs.shape
         size = h * w * c
-        index = argmax.astype(np.intp)
-        index += (np.arange(n, dtype=np.intp) * size)[:, None, None, None]
-        valid = argmax >= 0  # windows made only of padding (index -1) add nothing
-        flat = in_deltas.reshape(-1)
-        if np.may_share_memory(flat, in_deltas):  # a view: add into it directly
-            if valid.all():
-                np.add.at(flat, index.ravel(), out_deltas.ravel())
+
+        def chunk_deltas(start, stop, worker):  # images of a chunk touch only their own
+            count = stop - start
+            index = argmax[start:stop].astype(np.intp)
+            index += (np.arange(count, dtype=np.intp) * size)[:, None, None, None]
+            valid = argmax[start:stop] >= 0  # windows of padding only (-1) add nothing
+            deltas, target = out_deltas[start:stop], in_deltas[start:stop]
+            flat = target.reshape(-1)
+            if np.may_share_memory(flat, target):  # a view: add into it directly
+                if valid.all():
+                    np.add.at(flat, index.ravel(), deltas.ravel())
+                else:
+                    np.add.at(flat, index[valid], deltas[valid])
             else:
-                np.add.at(flat, index[valid], out_deltas[valid])
-        else:
-            sums = np.bincount(index[valid], weights=out_deltas[valid], minlength=n * size)
-            in_deltas += sums.reshape(in_deltas.shape).astype(self.dtype)
+                sums = np.bincount(index[valid], weights=deltas[valid], minlength=count * size)
+                target += sums.reshape(target.shape).astype(self.dtype)
+
+        _for_chunks(_image_chunks(n, out_deltas[0].size, _CHUNK), chunk_deltas)
 
     def avgpool2d_forward_batch(self, inputs, window, outputs, padding, stride):
         windows = _windows(self._pad(inputs, padding, 0), window, stride, outputs.shape[1:3])
@@ -672,6 +780,99 @@ def _infinite_windows(where, image_shape, window, padding, stride):
     return np.where(empty, 0.0, -np.inf), np.where(empty, -1, first)
 
 
+#: Products of at least this many floating point operations are split between the
+#: threads of a session (smaller ones cost less than handing out the work).
+_SHARED_FLOPS = 2e7
+
+#: Axpy updates of at least this many elements are split between the threads of a session.
+_SHARED_AXPY = 1 << 18
+
+
+def _shares(total, parts, align=1):
+    """``parts`` ``(start, stop)`` ranges covering ``range(total)``, starts multiples of ``align``."""
+    bounds = [min(total, (total * i // parts) // align * align) for i in range(parts)] + [total]
+    return [(start, stop) for start, stop in zip(bounds, bounds[1:]) if stop > start]
+
+
+#: Elementwise ops on at least this many elements are split between the threads of a
+#: session.
+_SHARED_ELEMENTS = 1 << 17
+
+
+def _splittable(arrays):
+    present = [a for a in arrays if a is not None]
+    out = present[-1]
+    if not isinstance(out, np.ndarray) or out.size < _SHARED_ELEMENTS or out.ndim == 0:
+        return False
+    if out.shape[0] < 2 or any(
+        not isinstance(a, np.ndarray) or a.shape != out.shape for a in present
+    ):
+        return False
+    for i, a in enumerate(present):
+        for b in present[i + 1 :]:
+            same = a.strides == b.strides and a.ctypes.data == b.ctypes.data
+            if not same and np.may_share_memory(a, b):
+                return False
+    return True
+
+
+def _active_team():
+    team = _threads.team()
+    return team if team is not None and team.active else None
+
+
+def _shared_product(a, b, out, beta):
+    """``out = a @ b + beta * out`` split between the threads of an open session,
+    each computing a block of rows (or columns) with a one-thread BLAS call.
+    False (nothing written) when no session is open, the product is small or the
+    arrays do not suit the BLAS (the caller then computes it alone)."""
+    team = _active_team()
+    if team is None:
+        return False
+    m, k = a.shape
+    n = b.shape[1]
+    if 2.0 * m * k * n < _SHARED_FLOPS or not _blas.gemm_accepts(a, b, out):
+        return False
+    if m >= n:
+        pieces = [(a[i:j], b, out[i:j]) for i, j in _shares(m, team.size, 8)]
+    else:
+        pieces = [(a, b[:, i:j], out[:, i:j]) for i, j in _shares(n, team.size, 16)]
+    team.run([functools.partial(_gemm_piece, *piece, beta) for piece in pieces])
+    return True
+
+
+def _product(a, b, out, beta=0.0):
+    """``out = a @ b + beta * out`` with BLAS, split between the threads of an open
+    session when large; False (nothing written) when the BLAS cannot take the arrays."""
+    return _shared_product(a, b, out, beta) or _blas.gemm(a, b, out, beta=beta)
+
+
+def _gemm_piece(a, b, out, beta):
+    if not _blas.gemm(a, b, out, beta=beta):  # its whole passed the same checks
+        raise RuntimeError(f"BLAS refused a piece {a.shape} @ {b.shape} of a product")
+
+
+def _axpy_piece(s, x, y):
+    if not _blas.axpy(s, x, y):
+        raise RuntimeError(f"BLAS refused a piece of {y.size} elements of an axpy")
+
+
+def _shared_axpy(s, t, out):
+    """``out += s * t`` with BLAS axpy, split between the threads of an open session
+    when large; False when the BLAS cannot take the arrays."""
+    team = _active_team()
+    if team is None or out.size < _SHARED_AXPY or not _blas.axpy_accepts(t, out):
+        return _blas.axpy(s, t, out)
+    flat_t, flat_out = t.reshape(-1), out.reshape(-1)
+    team.run(
+        [
+            functools.partial(_axpy_piece, s, flat_t[i:j], flat_out[i:j])
+            for i, j in _shares(out.size, team.size, 16)
+        ]
+    )
+    return True
+
+
 def _transposed_product_is_faster(a, b):
     """Whether to compute ``a @ b`` as ``(b.T @ a.T).T``.
 
@@ -778,11 +979,59 @@ def _fold_grouped_gradient(gradient, kernel_shape, group, f):
     return total.transpose(3, 0, 1, 2)
 
 
-def _column_buffer(chunks, pixels, k, dtype):
-    """One im2col buffer for the largest of ``chunks`` (``(rows, k)``), reused by all:
+class _PoolScratch:
+    """The scratch arrays of max pooling for chunks of up to ``count`` images."""
+
+    def __init__(self, count, sizes, dtype, kind, index_type, padding, exact):
+        hp, ho, wo, c = sizes
+        rows, out = (count, hp, wo, c), (count, ho, wo, c)
+        self.row_best = np.empty(rows, dtype=dtype)
+        self.row_k = np.empty(rows, dtype=kind)
+        self.row_step = np.empty(rows, dtype=kind)
+        self.row_better = np.empty(rows, dtype=bool)
+        self.best_k = np.empty(out, dtype=kind)
+        self.step = np.empty(out, dtype=kind)
+        self.better = np.empty(out, dtype=bool)
+        self.rows = np.empty(out, dtype=index_type) if padding else None
+        self.index = None if exact else np.empty(out, dtype=index_type)
+
+
+class _Buffers:
+    """im2col buffers for the largest of ``chunks`` (``(rows, k)``), one per worker
+    thread (``buffers[worker]``, made on first use) and reused for all its chunks:
     a fresh multi-MB array per chunk would come from fresh pages every time."""
-    largest = max((stop - start for start, stop in chunks), default=0)
-    return np.empty((largest * pixels, k), dtype=dtype)
+
+    def __init__(self, chunks, pixels, k, dtype):
+        largest = max((stop - start for start, stop in chunks), default=0)
+        self._shape, self._dtype = (largest * pixels, k), dtype
+        self._buffers = {}
+
+    def __getitem__(self, worker):
+        buffer = self._buffers.get(worker)
+        if buffer is None:
+            buffer = self._buffers[worker] = np.empty(self._shape, dtype=self._dtype)
+        return buffer
+
+
+def _for_chunks(chunks, work):
+    """``work(start, stop, worker)`` for every ``(start, stop)`` of ``chunks``.
+
+    In an open session the chunks are dealt out in turn to the threads of the
+    team (``worker`` is the thread's number, 0 the caller); chunks must then
+    write disjoint outputs. Without a session all run here as worker 0.
+    """
+    team = _active_team()
+    workers = min(team.size, len(chunks)) if team is not None else 1
+    if workers <= 1:
+        for start, stop in chunks:
+            work(start, stop, 0)
+        return
+
+    def job(worker):
+        for start, stop in chunks[worker::workers]:
+            work(start, stop, worker)
+
+    team.run([functools.partial(job, worker) for worker in range(workers)])
 
 
 def _im2col(padded, window, stride, out_hw, buffer, group=1):

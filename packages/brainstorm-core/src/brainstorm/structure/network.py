@@ -335,26 +335,28 @@ class Network(Seedable):
             )
         else:
             self.buffer_manager.apply_context(context)
-        for name, layer in self.layers.items():
-            if name != "Input":
-                try:
-                    layer.forward_pass(self.buffer[name], training_pass)
-                except StridedViewError as err:
-                    raise _strided_view_error(name, layer, err) from None
-                except IndexError as err:  # e.g. class ids out of range: say where
-                    raise IndexError(f"Layer {name!r} ({layer.type_name}): {err}") from err
+        with self.handler.session():
+            for name, layer in self.layers.items():
+                if name != "Input":
+                    try:
+                        layer.forward_pass(self.buffer[name], training_pass)
+                    except StridedViewError as err:
+                        raise _strided_view_error(name, layer, err) from None
+                    except IndexError as err:  # e.g. class ids out of range: say where
+                        raise IndexError(f"Layer {name!r} ({layer.type_name}): {err}") from err
 
     def backward_pass(self):
         """Compute all deltas and gradients (after a forward pass), then apply
         the gradient modifiers."""
-        self.buffer_manager.clear_backward_buffers()
-        for name in reversed(self.layers):
-            if name != "Input":
-                try:
-                    self.layers[name].backward_pass(self.buffer[name])
-                except StridedViewError as err:
-                    raise _strided_view_error(name, self.layers[name], err) from None
-        self.apply_gradient_modifiers()
+        with self.handler.session():
+            self.buffer_manager.clear_backward_buffers()
+            for name in reversed(self.layers):
+                if name != "Input":
+                    try:
+                        self.layers[name].backward_pass(self.buffer[name])
+                    except StridedViewError as err:
+                        raise _strided_view_error(name, self.layers[name], err) from None
+            self.apply_gradient_modifiers()
 
     def get_loss_values(self):
         """``{'total_loss': v}``; with several Loss layers also one entry per layer."""

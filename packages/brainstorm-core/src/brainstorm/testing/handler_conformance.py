@@ -787,6 +787,63 @@ def _dot_cases():
     return cases
 
 
+def _block_product_case(name, op, batch, k_widths, n_widths, transpose, in_session=False):
+    """``dot_add_blocks`` with the blocks as separate arrays ``a0, a1, ..`` and
+    ``out0, out1, ..`` and the matrix ``m`` prepared by ``prepare_matrix``."""
+    k_total, n_total = sum(k_widths), sum(n_widths)
+    arrays = {f"a{i}": ((batch, width), _normal) for i, width in enumerate(k_widths)}
+    arrays["m"] = ((n_total, k_total) if transpose else (k_total, n_total), _normal)
+    arrays.update({f"out{j}": ((batch, width), _normal) for j, width in enumerate(n_widths)})
+
+    def call(h, m, **blocks):
+        a_blocks = [blocks[f"a{i}"] for i in range(len(k_widths))]
+        out_blocks = [blocks[f"out{j}"] for j in range(len(n_widths))]
+        if in_session:
+            with h.session():
+                with h.session():  # sessions nest
+                    h.dot_add_blocks(a_blocks, h.prepare_matrix(m, transpose), out_blocks)
+        else:
+            h.dot_add_blocks(a_blocks, h.prepare_matrix(m, transpose), out_blocks)
+
+    def reference(m, **blocks):
+        a = np.concatenate([blocks[f"a{i}"] for i in range(len(k_widths))], axis=1)
+        out = np.concatenate([blocks[f"out{j}"] for j in range(len(n_widths))], axis=1)
+        out = out + a @ (m.T if transpose else m)
+        bounds = np.cumsum([0, *n_widths])
+        return {f"out{j}": out[:, bounds[j] : bounds[j + 1]] for j in range(len(n_widths))}
+
+    return _case(name, op, arrays, call, reference)
+
+
+def _block_product_cases():
+    return [
+        _block_product_case("prepare_matrix[transposed]", "prepare_matrix", 5, [7], [4, 6], True),
+        _block_product_case("prepare_matrix[plain]", "prepare_matrix", 3, [4, 5], [6], False),
+        _block_product_case("dot_add_blocks[one-row]", "dot_add_blocks", 1, [3], [1, 2], False),
+        _block_product_case(
+            "dot_add_blocks[three-by-two]", "dot_add_blocks", 6, [7, 1, 4], [5, 9], True
+        ),
+        # large enough to be split between threads where a handler does that
+        _block_product_case(
+            "session[dot_add_blocks]", "session", 37, [100, 29], [300, 211], True, True
+        ),
+        _case(
+            "session[dot_mm]",
+            "session",
+            {"a": ((200, 150), _normal), "b": ((150, 400), _normal), "out": ((200, 400), _normal)},
+            _dot_in_session,
+            lambda a, b, out: {"out": out + 2 * (a @ b)},
+        ),
+    ]
+
+
+def _dot_in_session(h, a, b, out):
+    with h.session():
+        h.dot_add_mm(a, b, out)
+        with h.session():  # sessions nest
+            h.dot_add_mm(a, b, out)
+
+
 def _sigmoid(x):
     return 0.5 * (1 + np.tanh(x / 2))  # = 1 / (1 + exp(-x)), without overflow
 
@@ -1095,6 +1152,7 @@ CONFORMANCE_CASES = (
     + _matrix_vector_cases()
     + _structure_cases()
     + _dot_cases()
+    + _block_product_cases()
     + _activation_cases()
     + _image_cases()
     + _random_cases()

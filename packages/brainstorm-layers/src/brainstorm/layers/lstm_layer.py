@@ -94,9 +94,9 @@ class LstmLayerImpl(RecurrentLayerBase):
     (cell state), ``Za, Ia, Fa, Oa``, ``Zb, Ib, Fb, Ob``, ``Cb`` and the
     backward-only ``dZa, dIa, dFa, dOa`` (deltas of the pre-activations),
     ``dCa``, ``dY`` (deltas of the outputs including the recurrent part), and
-    the scratch space of one step: ``Gr`` and ``dGr`` (``('B', 4 * S)``, the
-    four gates' recurrent products and their deltas side by side) and ``dTmp``
-    (``('B', S)``).
+    the scratch space of one step, ``dTmp`` (``('B', S)``). The recurrent
+    products of a step add straight into the four pre-activations (and their
+    deltas) with :meth:`~brainstorm.handlers.base_handler.Handler.dot_add_blocks`.
     """
 
     #: ClockworkLstm layers keep some cells' state and output from step to step.
@@ -123,10 +123,7 @@ class LstmLayerImpl(RecurrentLayerBase):
             internals[name] = BufferStructure("T", "B", size)
         for name in ("dZa", "dIa", "dFa", "dOa", "dCa", "dY"):
             internals[name] = BufferStructure("T", "B", size, is_backward_only=True)
-        # scratch space: the (B, 4S) recurrent part of the four pre-activations
-        # (forward) and their deltas side by side (backward), and one (B, S) block
-        internals["Gr"] = BufferStructure("B", 4 * size)
-        internals["dGr"] = BufferStructure("B", 4 * size, is_backward_only=True)
+        # scratch space of one step
         internals["dTmp"] = BufferStructure("B", size, is_backward_only=True)
         return internals
 
@@ -141,19 +138,17 @@ class LstmLayerImpl(RecurrentLayerBase):
         Ca, Cb = internals.Ca, internals.Cb
         y = buffers.outputs.default
         clock = Clock(_h, steps, p.timing) if self.clockwork else None
-        S, Gr = self.size, internals.Gr
-        # all four recurrent products of a step in one (B, S) @ (S, 4S) GEMM
-        R = consecutive(p, _RECURRENT).reshape((4 * S, S))
-        blocks = [Gr[:, i * S : (i + 1) * S] for i in range(4)]
+        S = self.size
+        # all four recurrent products of a step in one (B, S) @ (S, 4S) product
+        # with R^T = [Rz^T | Ri^T | Rf^T | Ro^T], prepared once for all steps
+        R = _h.prepare_matrix(consecutive(p, _RECURRENT).reshape((4 * S, S)), transpose=True)
 
         for name, weights, bias in zip(_GATES, _WEIGHTS, _BIASES):
             self.project_inputs(buffers, p[weights], p[bias], internals[name])
         for t in steps.order:
             y_prev, c_prev = steps.prev_state("default", t), steps.prev_state("Ca", t)
             c = Ca[t]
-            _h.dot_mm(y_prev, R, Gr, transb=True)
-            for pre_activation, block in zip((Za, Ia, Fa, Oa), blocks):
-                _h.add_tt(pre_activation[t], block, pre_activation[t])
+            _h.dot_add_blocks([y_prev], R, [Za[t], Ia[t], Fa[t], Oa[t]])
             _h.mult_add_mv(c_prev, p.pi, Ia[t])
             _h.mult_add_mv(c_prev, p.pf, Fa[t])
             _h.sigmoid(Ia[t], Ib[t])
@@ -186,9 +181,8 @@ class LstmLayerImpl(RecurrentLayerBase):
         dZa, dIa, dFa, dOa = (internals["d" + n] for n in _GATES)
         dCa, dY, tmp = internals.dCa, internals.dY, internals.dTmp
         clock = Clock(_h, steps, p.timing) if self.clockwork else None
-        S, dGr = self.size, internals.dGr
-        R = consecutive(p, _RECURRENT).reshape((4 * S, S))
-        blocks = [dGr[:, i * S : (i + 1) * S] for i in range(4)]
+        S = self.size
+        R = _h.prepare_matrix(consecutive(p, _RECURRENT).reshape((4 * S, S)))
 
         _h.copy_to(buffers.output_deltas.default[:T], dY)
         _h.fill(dCa, 0.0)
@@ -221,10 +215,8 @@ class LstmLayerImpl(RecurrentLayerBase):
             _h.mult_tt(dc, c_prev, tmp)
             _h.sigmoid_deriv(Fa[t], Fb[t], tmp, dFa[t])
             if before is not None:  # deltas for the state this step started from
-                # the four recurrent products in one (B, 4S) @ (4S, S) GEMM
-                for delta, block in zip((dZa, dIa, dFa, dOa), blocks):
-                    _h.copy_to(delta[t], block)
-                _h.dot_add_mm(dGr, R, dY[before])
+                # the four recurrent products: [dZa | dIa | dFa | dOa] @ R
+                _h.dot_add_blocks([dZa[t], dIa[t], dFa[t], dOa[t]], R, [dY[before]])
                 _h.mult_add_tt(dc, Fb[t], dCa[before])
                 _h.mult_add_mv(dIa[t], p.pi, dCa[before])
                 _h.mult_add_mv(dFa[t], p.pf, dCa[before])

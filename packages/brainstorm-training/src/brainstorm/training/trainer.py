@@ -285,9 +285,11 @@ class Trainer(Describable):
             for _ in run_network(net, training_data_iter(handler=net.handler)):
                 batches += 1
                 self.current_update_nr += 1
-                self.stepper.run()
-                gather_losses_and_scores(net, self.train_scorers, scores)
-                net.apply_weight_modifiers()
+                # one handler session for the passes and the update (see Handler.session)
+                with net.handler.session():
+                    self.stepper.run()
+                    gather_losses_and_scores(net, self.train_scorers, scores)
+                    net.apply_weight_modifiers()
                 if self._emit_hooks(net, "update"):
                     stop = True
                     break

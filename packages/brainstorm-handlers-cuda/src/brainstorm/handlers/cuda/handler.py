@@ -22,12 +22,13 @@ first. Nothing is refused for its strides.
 
 from __future__ import annotations
 
+import contextlib
 from math import prod
 
 import numpy as np
 
 from brainstorm import randomness
-from brainstorm.handlers.base_handler import Handler
+from brainstorm.handlers.base_handler import Handler, PreparedMatrix, block_pairs
 from brainstorm.handlers.cuda import _kernels
 from brainstorm.handlers.cuda._layout import (
     ITEMSIZE,
@@ -440,6 +441,21 @@ class PyCudaHandler(Handler):
 
     def dot_add_mm(self, a, b, out, transa=False, transb=False):
         self._gemm(a, b, out, transa, transb, beta=1.0)
+
+    def prepare_matrix(self, m, transpose=False):
+        """The matrix itself: cuBLAS reads any of its blocks in place (see
+        :meth:`dot_add_blocks`), so there is nothing to copy."""
+        return PreparedMatrix(m, transpose)
+
+    def dot_add_blocks(self, a_blocks, prepared, out_blocks):
+        """One cuBLAS ``gemm`` with beta 1 per pair of blocks, reading and writing
+        the (strided) blocks in place."""
+        for a, block, transposed, out in block_pairs(a_blocks, prepared, out_blocks):
+            self._gemm(a, block, out, False, transposed, beta=1.0)
+
+    def session(self):
+        """Nothing to get ready: GPU work is queued on the stream as it comes."""
+        return contextlib.nullcontext(self)
 
     def _gemm(self, a, b, out, transa, transb, beta):
         """``out = op(a) @ op(b) + beta * out`` with one cuBLAS ``sgemm``.

@@ -1,0 +1,375 @@
+"""Products with a matrix that is packed once and then used for many products.
+
+A BLAS computes ``C += A @ B`` in two stages: it copies ("packs") panels of
+both operands into the order its micro-kernel streams through, then runs the
+kernel over the packed panels. For the per-step product of a recurrent layer,
+``(B, S) @ (S, 4S)`` with a batch of a few dozen rows, packing the weight
+matrix costs about as much as the arithmetic, and it is the very same matrix
+in every step of the pass.
+
+The OpenBLAS that NumPy's wheels bundle is built for several CPUs at once and
+exports the packing routines and kernels of each (``sgemm_incopy_HASWELL``,
+``sgemm_kernel_SKYLAKEX``, ...). This module asks the library which CPU it
+chose, packs a matrix with that CPU's routine once (:class:`PackedMatrix`), and
+for every product packs only the small operand and calls the kernel
+(:func:`add_products`). Products large enough to share are split between
+the threads of the handler's team (:mod:`brainstorm.handlers._threads`)
+while a session is open, each computing its own share of the output
+columns (``ctypes`` releases the GIL during the calls).
+
+Nothing here is a public interface of OpenBLAS, so nothing is trusted
+blindly: the panel width is measured by packing a known matrix, and every
+dtype must compute a set of products with awkward shapes right (compared with
+NumPy) before it is used. Without the routines (another BLAS, another build),
+with a failed check, or with the environment variable
+``BRAINSTORM_PACKED_GEMM=0`` (or ``BRAINSTORM_NUMPY_BLAS=0``),
+:func:`add_products` returns False and the caller uses ordinary products.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+
+import numpy as np
+
+from brainstorm.handlers import _blas, _threads
+from brainstorm.handlers.base_handler import PreparedMatrix
+
+__all__ = ["PackedMatrix", "add_products", "available"]
+
+#: dtype -> (BLAS letter, ctypes scalar type).
+_KINDS = {
+    np.dtype(np.float32): ("s", ctypes.c_float),
+    np.dtype(np.float64): ("d", ctypes.c_double),
+}
+#: Alignment of packed buffers in bytes (the kernels may use aligned vector loads).
+_ALIGNMENT = 64
+#: Below this many floating point operations a product stays on one thread.
+PARALLEL_FLOPS = 4e6
+_state = {"loaded": False, "kernels": {}}
+
+
+class _Kernels:
+    """The routines of one dtype, named as the BLAS names them for its CPU.
+
+    ``pack_row_major(K, M, a, lda, buffer)`` and ``pack_column_major(...)`` pack
+    an ``(M, K)`` matrix (rows ``m`` at ``a + m * lda`` or columns ``k`` at
+    ``a + k * lda``) into panels of ``width`` rows; ``pack_right(K, N, b, ldb,
+    buffer)`` packs a column-major ``(K, N)`` matrix; ``kernel(M, N, K, alpha,
+    packed_a, packed_b, c, ldc)`` adds ``alpha * A @ B`` to the column-major ``C``.
+    """
+
+    def __init__(self, dtype, functions, scalar):
+        self.dtype = dtype
+        self.pack_row_major, self.pack_column_major, self.pack_right, self.kernel = functions
+        self.scalar = scalar
+        self.width = None
+
+
+def _bind(lib, kind, core, scalar):
+    """The four routines of ``kind`` ('s' or 'd') for ``core``, or None."""
+    index, pointer = ctypes.c_int64, ctypes.c_void_p
+    functions = []
+    for name in ("incopy", "itcopy", "oncopy", "kernel"):
+        try:
+            function = getattr(lib, f"{kind}gemm_{name}_{core}")
+        except AttributeError:
+            return None
+        if name == "kernel":
+            function.argtypes = [index, index, index, scalar, pointer, pointer, pointer, index]
+        else:
+            function.argtypes = [index, index, pointer, index, pointer]
+        function.restype = ctypes.c_int
+        functions.append(function)
+    return functions
+
+
+def _load():
+    _state["loaded"] = True
+    found = _blas.library()
+    if found is None or os.environ.get("BRAINSTORM_PACKED_GEMM", "1").strip() == "0":
+        return
+    if ctypes.sizeof(ctypes.c_void_p) != 8:  # the routines take 64-bit sizes
+        return
+    lib = found[0]
+    get_core = _blas.openblas_function("get_corename")
+    if get_core is None:
+        return
+    get_core.argtypes, get_core.restype = [], ctypes.c_char_p
+    core = (get_core() or b"").decode("ascii", "replace").strip().upper()
+    if not core.isalnum():
+        return
+    for dtype, (kind, scalar) in _KINDS.items():
+        functions = _bind(lib, kind, core, scalar)
+        if functions is None:
+            continue
+        kernels = _Kernels(dtype, functions, scalar)
+        kernels.width = _panel_width(kernels)
+        if kernels.width is not None and _self_test(kernels):
+            _state["kernels"][dtype] = kernels
+
+
+def _kernels_for(dtype):
+    if not _state["loaded"]:
+        _load()
+    return _state["kernels"].get(np.dtype(dtype))
+
+
+def available(dtype=np.float32):
+    """Whether packed products work for ``dtype`` here (routines found and checked)."""
+    return _kernels_for(dtype) is not None
+
+
+def _aligned_empty(size, dtype):
+    """An uninitialised 1-D array of ``size`` items starting on an aligned address."""
+    itemsize = np.dtype(dtype).itemsize
+    raw = np.empty(size + _ALIGNMENT // itemsize, dtype=dtype)
+    skip = (-raw.ctypes.data % _ALIGNMENT) // itemsize
+    return raw[skip : skip + size]
+
+
+def _panel_width(kernels):
+    """How many rows the kernel's packed panels hold, read off a packed known matrix."""
+    rows = 64
+    known = np.arange(2 * rows, dtype=kernels.dtype).reshape(rows, 2)  # value 2m + k
+    packed = _aligned_empty(2 * rows, kernels.dtype)
+    packed.fill(-1)
+    kernels.pack_row_major(2, rows, known.ctypes.data, 2, packed.ctypes.data)
+    starts = np.flatnonzero(packed == 1)  # where k = 1 of the first panel begins
+    if starts.size == 0:
+        return None
+    width = int(starts[0])
+    if width not in (1, 2, 4, 8, 16, 32, 64) or not np.array_equal(
+        packed[:width], 2 * np.arange(width)
+    ):
+        return None
+    return width
+
+
+def _items(stride, dtype):
+    return stride // np.dtype(dtype).itemsize
+
+
+def _unit_columns(m):
+    """Whether a 2-D array's rows are contiguous (unit stride along its columns)."""
+    return m.shape[1] <= 1 or m.strides[1] == m.itemsize
+
+
+def _row_stride(m):
+    """The row stride of a 2-D array with contiguous rows, in items (at least 1)."""
+    if m.shape[0] <= 1:
+        return max(1, m.shape[1])
+    return _items(m.strides[0], m.dtype)
+
+
+def _qualifies(m, dtype):
+    return (
+        isinstance(m, np.ndarray)
+        and m.ndim == 2
+        and m.dtype == dtype
+        and m.flags.aligned
+        and _unit_columns(m)
+        and m.strides[0] % m.itemsize == 0
+        and _row_stride(m) >= max(1, m.shape[1])
+    )
+
+
+class PackedMatrix(PreparedMatrix):
+    """A matrix prepared for :func:`add_products` (see :class:`PreparedMatrix`).
+
+    The blocks a product needs are packed on first use and kept, so the
+    values are those of the matrix at that time: prepare it anew after it
+    changed.
+    """
+
+    def __init__(self, matrix, transpose=False):
+        super().__init__(matrix, transpose)
+        self._blocks = {}
+        self._scratch = {}
+
+    def packed_block(self, kernels, k0, k1, n0, n1):
+        """The packed ``(n1 - n0, k1 - k0)`` transpose of block ``P[k0:k1, n0:n1]``."""
+        key = (k0, k1, n0, n1)
+        block = self._blocks.get(key)
+        if block is None:
+            view = self.matrix[n0:n1, k0:k1].T if self.transpose else self.matrix[k0:k1, n0:n1]
+            m_size, k_size = n1 - n0, k1 - k0
+            block = _aligned_empty(m_size * k_size, kernels.dtype)  # (two threads may
+            # pack the same block at once; either result is right)
+            s0, s1 = view.strides
+            item = view.itemsize
+            if s1 == item and s0 % item == 0 and s0 // item >= m_size:
+                # A = P^T with A[m, k] at k * s0 + m: column-major
+                kernels.pack_column_major(
+                    k_size, m_size, view.ctypes.data, s0 // item, block.ctypes.data
+                )
+            else:
+                rows = view.T if s0 == item and s1 % item == 0 and s1 // item >= k_size else None
+                if rows is None:
+                    rows = np.ascontiguousarray(view.T)  # (M, K) with contiguous rows
+                kernels.pack_row_major(
+                    k_size, m_size, rows.ctypes.data, _row_stride(rows), block.ctypes.data
+                )
+            self._blocks[key] = block
+        return block
+
+    def scratch(self, size):
+        """A kept aligned buffer of at least ``size`` items for the packed left
+        operands, one per thread (a pass may use the matrix from several threads)."""
+        thread = threading.get_ident()
+        buffer = self._scratch.get(thread)
+        if buffer is None or buffer.size < size:
+            buffer = self._scratch[thread] = _aligned_empty(size, self.matrix.dtype)
+        return buffer
+
+
+def add_products(a_blocks, packed, out_blocks):
+    """``out_j += sum_i a_i @ P_ij`` with the kernels; False (nothing written) if it can't.
+
+    Args:
+        a_blocks: list of ``(B, K_i)`` arrays, the column blocks of the left operand.
+        packed: :class:`PackedMatrix` ``P`` of shape ``(sum K_i, sum N_j)``.
+        out_blocks: list of ``(B, N_j)`` arrays (read and written), the column
+            blocks of the result; they must not overlap each other or the inputs.
+
+    Returns:
+        True when done; False when the kernels are unavailable for the dtype
+        or an array does not qualify (not a 2-D array of the matrix's dtype
+        with contiguous rows).
+    """
+    matrix = packed.matrix
+    kernels = _kernels_for(matrix.dtype) if isinstance(matrix, np.ndarray) else None
+    if kernels is None or not a_blocks or not out_blocks:
+        return False
+    dtype = kernels.dtype
+    if not all(_qualifies(m, dtype) for m in (*a_blocks, *out_blocks)):
+        return False
+    for out in out_blocks:  # the contract forbids it; the fallback then says so
+        if any(np.may_share_memory(out, m) for m in (*a_blocks, matrix)):
+            return False
+    batch = a_blocks[0].shape[0]
+    if any(m.shape[0] != batch for m in (*a_blocks, *out_blocks)):
+        raise ValueError(
+            "dot_add_blocks: the blocks have different numbers of rows: "
+            f"{[m.shape for m in a_blocks]} and {[m.shape for m in out_blocks]}"
+        )
+    widths_k = [m.shape[1] for m in a_blocks]
+    widths_n = [m.shape[1] for m in out_blocks]
+    if (sum(widths_k), sum(widths_n)) != packed.shape:
+        raise ValueError(
+            f"dot_add_blocks: blocks of widths {widths_k} and {widths_n} do not fit a "
+            f"prepared matrix of shape {packed.shape}"
+        )
+    if batch == 0 or packed.shape[0] == 0 or packed.shape[1] == 0:
+        return True
+    tasks = _tasks(kernels, a_blocks, packed, out_blocks, widths_k, widths_n)
+    flops = 2.0 * batch * packed.shape[0] * packed.shape[1]
+    team = _threads.team()
+    if flops >= PARALLEL_FLOPS and team is not None and team.active:
+        parts = team.size
+        team.run([lambda i=i: _run_tasks(kernels, tasks, batch, (i, parts)) for i in range(parts)])
+    else:
+        _run_tasks(kernels, tasks, batch, None)
+    return True
+
+
+def _tasks(kernels, a_blocks, packed, out_blocks, widths_k, widths_n):
+    """One ``(M, K, packed_a, packed_b, c, ldc)`` per pair of blocks (M = output columns)."""
+    batch = a_blocks[0].shape[0]
+    item = np.dtype(kernels.dtype).itemsize
+    scratch = packed.scratch(sum(widths_k) * batch)
+    right, offset, k0 = [], 0, 0
+    for a, width in zip(a_blocks, widths_k):
+        part = scratch[offset : offset + width * batch]
+        # B = a^T with B[k, b] at b * lda + k: column-major, as the packing wants it
+        kernels.pack_right(width, batch, a.ctypes.data, _row_stride(a), part.ctypes.data)
+        right.append((k0, width, part))
+        offset, k0 = offset + width * batch, k0 + width
+    tasks, n0 = [], 0
+    for out, width_n in zip(out_blocks, widths_n):
+        for k0, width_k, part in right:
+            block = packed.packed_block(kernels, k0, k0 + width_k, n0, n0 + width_n)
+            tasks.append(
+                (width_n, width_k, block.ctypes.data, part.ctypes.data, out.ctypes.data)
+                + (_row_stride(out), item)
+            )
+        n0 += width_n
+    return tasks
+
+
+def _run_tasks(kernels, tasks, batch, part):
+    """Run ``tasks``; ``part`` = (index, parts) runs only that share of every output's columns."""
+    one = kernels.scalar(1.0)
+    width = kernels.width
+    for m_size, k_size, a, b, c, ldc, item in tasks:
+        start, stop = 0, m_size
+        if part is not None:
+            index, parts = part
+            panels = -(-m_size // width)
+            start = min(m_size, (panels * index // parts) * width)
+            stop = min(m_size, (panels * (index + 1) // parts) * width)
+        if stop > start and k_size > 0:
+            kernels.kernel(
+                stop - start,
+                batch,
+                k_size,
+                one,
+                a + start * k_size * item,
+                b,
+                c + start * item,
+                ldc,
+            )
+
+
+def _self_test(kernels):
+    """Whether ``kernels`` compute products of awkward shapes right (against NumPy)."""
+    rng = np.random.RandomState(0)
+    dtype = kernels.dtype
+    tolerance = 1e-4 if dtype == np.float32 else 1e-11
+    saved = _state["kernels"].get(dtype)
+    _state["kernels"][dtype] = kernels
+    try:
+        # (batch, K widths, N widths, transpose, split over threads)
+        for batch, widths_k, widths_n, transpose, split in (
+            (1, [1], [1], False, False),
+            (5, [7, 3], [37, 2, 16], False, False),
+            (5, [7, 3], [37, 2, 16], True, True),
+            (13, [33], [70], True, True),
+            (50, [64, 17], [40], False, True),
+        ):
+            k_total, n_total = sum(widths_k), sum(widths_n)
+            matrix = rng.standard_normal((n_total, k_total) if transpose else (k_total, n_total))
+            matrix = matrix.astype(dtype)
+            a_parent = rng.standard_normal((batch, k_total + 3)).astype(dtype)
+            out_parent = rng.standard_normal((batch, n_total + 5)).astype(dtype)
+            expected = out_parent.astype(np.float64)
+            p = (matrix.T if transpose else matrix).astype(np.float64)
+            expected[:, :n_total] += a_parent[:, :k_total].astype(np.float64) @ p
+            a_blocks = _column_blocks(a_parent, widths_k)
+            out_blocks = _column_blocks(out_parent, widths_n)
+            packed = PackedMatrix(matrix, transpose)
+            tasks = _tasks(kernels, a_blocks, packed, out_blocks, widths_k, widths_n)
+            if split:  # both halves in this thread, one after the other
+                _run_tasks(kernels, tasks, batch, (0, 2))
+                _run_tasks(kernels, tasks, batch, (1, 2))
+            else:
+                _run_tasks(kernels, tasks, batch, None)
+            scale = 1 + np.abs(expected).max()
+            if not np.all(np.abs(out_parent - expected) <= tolerance * scale):
+                return False
+        return True
+    finally:
+        if saved is None:
+            _state["kernels"].pop(dtype, None)
+        else:
+            _state["kernels"][dtype] = saved
+
+
+def _column_blocks(parent, widths):
+    blocks, start = [], 0
+    for width in widths:
+        blocks.append(parent[:, start : start + width])
+        start += width
+    return blocks

@@ -1,0 +1,260 @@
+"""The NumpyHandler's own threads for its matrix products.
+
+OpenBLAS shares each product between its threads and lets them spin for about
+0.1 s after every product, waiting for the next one. That suits large
+products; it does not suit the many small products of a recurrent layer (one
+per time step, a few dozen rows each), nor products we want to split our own
+way (:mod:`brainstorm.handlers._packed`). Two spinning pools on two cores
+make each other wait, and a pool that sleeps between products pays the
+wake-up of a sleeping thread (tens of microseconds on a virtual machine) for
+every product.
+
+A :class:`Team` is the caller plus ``size - 1`` helper threads. While a
+*session* is open (:meth:`Team.session`, one forward or backward pass of a
+network, or one update of its parameters), the helpers wait for work by
+spinning on a spin lock of the C library (``pthread_spin_lock`` through
+:mod:`ctypes`, which releases the GIL), so that handing them a piece of work
+costs well under a microsecond; between sessions they sleep. During a session
+the BLAS library itself runs on one thread (its own pool stays idle and
+soon sleeps), and the handler splits large products between the team
+(:meth:`Team.run`), each thread computing its share with a one-thread BLAS
+call.
+
+The team is used only from the thread that opened the session: other
+threads, nested calls and jobs running on a helper compute serially. A forked
+child starts its own helpers. Without ``pthread_spin_lock`` (not Linux), with
+a single usable CPU, or with the environment variable
+``BRAINSTORM_NUMPY_THREADS=1`` there are no helpers and everything runs on the
+calling thread; ``BRAINSTORM_NUMPY_THREADS=0`` turns the team off and leaves
+the threads to the BLAS library as before; ``BRAINSTORM_NUMPY_THREADS=n``
+uses ``n`` threads (default: the number of CPUs this process may use).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import threading
+
+__all__ = ["Team", "team"]
+
+#: Bytes between two spin locks (each on its own cache line).
+_LINE = 128
+
+_libc = {"loaded": False, "functions": None}
+
+
+def _spin_functions():
+    """``(init, lock, unlock)`` of the C library's spin locks, or None."""
+    if not _libc["loaded"]:
+        _libc["loaded"] = True
+        try:
+            lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            init, lock, unlock = (
+                lib.pthread_spin_init,
+                lib.pthread_spin_lock,
+                lib.pthread_spin_unlock,
+            )
+        except (OSError, AttributeError):
+            return None
+        init.argtypes = [ctypes.c_void_p, ctypes.c_int]
+        lock.argtypes = unlock.argtypes = [ctypes.c_void_p]
+        init.restype = lock.restype = unlock.restype = ctypes.c_int
+        _libc["functions"] = (init, lock, unlock)
+    return _libc["functions"]
+
+
+def configured_size():
+    """Threads the team should have: ``BRAINSTORM_NUMPY_THREADS`` or the usable CPUs
+    (0: no team, the BLAS library keeps its own threads)."""
+    value = os.environ.get("BRAINSTORM_NUMPY_THREADS", "").strip()
+    if value:
+        try:
+            return max(0, int(value))
+        except ValueError:
+            raise ValueError(
+                f"BRAINSTORM_NUMPY_THREADS must be a whole number, got {value!r}"
+            ) from None
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+class _Helper:
+    """One helper thread: spins on ``go`` during a session, runs ``job``, unlocks ``done``."""
+
+    def __init__(self, index, functions):
+        init, self._lock, self._unlock = functions
+        self._memory = ctypes.create_string_buffer(3 * _LINE)
+        base = ctypes.addressof(self._memory)
+        base += -base % _LINE
+        self.go, self.done = ctypes.c_void_p(base), ctypes.c_void_p(base + _LINE)
+        if init(self.go, 0) or init(self.done, 0):
+            raise OSError("pthread_spin_init failed")
+        self._lock(self.go)  # both held: the helper waits for go, the caller for done
+        self._lock(self.done)
+        self.wake = threading.Semaphore(0)
+        self.job = None
+        self.error = None
+        self.thread = threading.Thread(
+            target=self._serve, name=f"brainstorm-numpy-{index}", daemon=True
+        )
+        self.thread.start()
+
+    def _serve(self):
+        lock, unlock = self._lock, self._unlock
+        while True:
+            self.wake.acquire()  # asleep between sessions
+            while True:
+                lock(self.go)  # spins in C, without the GIL
+                job, self.job = self.job, None
+                if job is None:  # the session is over
+                    unlock(self.done)
+                    break
+                try:
+                    job()
+                except BaseException as error:  # handed to the caller
+                    self.error = error
+                unlock(self.done)
+
+    def start(self, job):
+        self.error = None
+        self.job = job
+        self._unlock(self.go)
+
+    def wait(self):
+        self._lock(self.done)
+        error, self.error = self.error, None
+        return error
+
+
+class Team:
+    """The calling thread plus ``size - 1`` helpers (see the module's documentation).
+
+    Args:
+        size: int, the number of threads including the caller; 1 (or no spin
+            locks on this system) means no helpers.
+    """
+
+    def __init__(self, size):
+        self.size = max(1, int(size))
+        self._functions = _spin_functions() if self.size > 1 else None
+        if self._functions is None:
+            self.size = 1
+        self._helpers = []
+        self._pid = None
+        self._owner = None  # the thread whose session is open
+        self._depth = 0
+        self._running = False  # inside run(): nested calls compute serially
+        self._guard = threading.Lock()
+
+    def __repr__(self):
+        return f"Team(size={self.size})"
+
+    @property
+    def active(self):
+        """Whether :meth:`run` would share work now (a session of this thread is open)."""
+        return (
+            self._depth > 0
+            and self._owner == threading.get_ident()
+            and not self._running
+            and self._pid == os.getpid()
+        )
+
+    @contextlib.contextmanager
+    def session(self, on_open=None, on_close=None):
+        """Keep the helpers spinning while the block runs (re-entrant).
+
+        ``on_open()`` runs when the outermost session of this thread opens and
+        ``on_close()`` when it closes (the handler sets the BLAS library's
+        threads there). In any other thread than the one whose session is
+        open, the block just runs.
+        """
+        if self.size == 1:
+            yield self
+            return
+        me = threading.get_ident()
+        if self._depth and self._owner == me:
+            self._depth += 1
+            try:
+                yield self
+            finally:
+                self._depth -= 1
+            return
+        if not self._guard.acquire(blocking=False):  # another thread's session
+            yield self
+            return
+        try:
+            if self._pid != os.getpid():  # first use, or a forked child
+                self._helpers = [_Helper(i, self._functions) for i in range(1, self.size)]
+                self._pid = os.getpid()
+            self._owner, self._depth = me, 1
+            for helper in self._helpers:
+                helper.job = None
+                helper.wake.release()
+            try:
+                if on_open is not None:
+                    on_open()
+                yield self
+            finally:
+                self._depth = 0
+                self._owner = None
+                for helper in self._helpers:  # job None: back to sleep
+                    helper.start(None)
+                for helper in self._helpers:
+                    helper.wait()
+                if on_close is not None:
+                    on_close()
+        finally:
+            self._guard.release()
+
+    def run(self, jobs):
+        """Run the callables ``jobs``: ``jobs[0]`` here, the others on helpers.
+
+        With no session open in this thread (or called from within a job),
+        all run here, one after the other. Jobs must not depend on each
+        other's results. The first exception raised by a job is re-raised
+        after all of them finished.
+        """
+        jobs = list(jobs)
+        if not self.active or len(jobs) <= 1:
+            for job in jobs:
+                job()
+            return
+        if len(jobs) > self.size:
+            raise ValueError(f"Team.run: {len(jobs)} jobs for a team of {self.size}")
+        self._running = True
+        started = []
+        try:
+            for helper, job in zip(self._helpers, jobs[1:]):
+                helper.start(job)
+                started.append(helper)
+            error = None
+            try:
+                jobs[0]()
+            except BaseException as raised:
+                error = raised
+            for helper in started:
+                failed = helper.wait()
+                error = error or failed
+            if error is not None:
+                raise error
+        finally:
+            self._running = False
+
+
+_team = {"team": None}
+
+
+def team():
+    """The process's :class:`Team` (created on first use), or None when
+    ``BRAINSTORM_NUMPY_THREADS`` is 0."""
+    if _team["team"] is None:
+        size = configured_size()
+        if size == 0:
+            return None
+        _team["team"] = Team(size)
+    return _team["team"]

@@ -1,0 +1,351 @@
+"""The NumpyHandler's own threads: the team, sessions and the ops they share."""
+
+import os
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import brainstorm.handlers.numpy_handler as numpy_handler
+from brainstorm.handlers import NumpyHandler, _blas, _packed, _threads
+from brainstorm.testing.handler_conformance import (
+    reference_conv2d_backward,
+    reference_conv2d_forward,
+    reference_maxpool2d_backward,
+    reference_maxpool2d_forward,
+)
+
+needs_spin_locks = pytest.mark.skipif(
+    _threads._spin_functions() is None, reason="no pthread spin locks here"
+)
+
+
+@pytest.fixture
+def team():
+    return _threads.Team(2)
+
+
+def _where(log, key):
+    def job():
+        log[key] = threading.get_ident()
+
+    return job
+
+
+# --- the team -----------------------------------------------------------------
+
+
+@needs_spin_locks
+def test_a_session_runs_the_second_job_on_a_helper_thread(team):
+    log = {}
+    with team.session():
+        assert team.active
+        team.run([_where(log, "first"), _where(log, "second")])
+    assert log["first"] == threading.get_ident()
+    assert log["second"] != threading.get_ident()
+    assert not team.active
+
+
+def test_without_a_session_every_job_runs_here(team):
+    log = {}
+    team.run([_where(log, "first"), _where(log, "second")])
+    assert log == {"first": threading.get_ident(), "second": threading.get_ident()}
+
+
+@needs_spin_locks
+def test_sessions_nest_and_the_helpers_stop_after_the_outermost(team):
+    calls = []
+    with team.session(on_open=lambda: calls.append("open"), on_close=lambda: calls.append("close")):
+        with team.session(on_open=lambda: calls.append("inner open")):
+            assert team.active
+        assert team.active  # still inside the outer session
+        assert calls == ["open"]
+    assert calls == ["open", "close"]
+    log = {}
+    team.run([_where(log, "first"), _where(log, "second")])
+    assert log["second"] == threading.get_ident()
+
+
+@needs_spin_locks
+def test_an_error_in_a_job_reaches_the_caller_after_all_jobs_finished(team):
+    finished = []
+
+    def slow_then_done():
+        threading.Event().wait(0.05)
+        finished.append(True)
+
+    def fails():
+        raise ZeroDivisionError("in the helper")
+
+    with team.session():
+        with pytest.raises(ZeroDivisionError, match="in the helper"):
+            team.run([slow_then_done, fails])
+        assert finished == [True]
+        with pytest.raises(KeyError):
+            team.run([lambda: {}["missing"], slow_then_done])
+        assert finished == [True, True]
+        log = {}
+        team.run([_where(log, "first"), _where(log, "second")])  # still works
+        assert log["second"] != threading.get_ident()
+
+
+@needs_spin_locks
+def test_an_error_in_the_session_body_still_stops_the_helpers(team):
+    with pytest.raises(RuntimeError):
+        with team.session(on_close=lambda: None):
+            raise RuntimeError("boom")
+    assert not team.active
+    with team.session():  # a new session works
+        log = {}
+        team.run([_where(log, "first"), _where(log, "second")])
+        assert log["second"] != threading.get_ident()
+
+
+@needs_spin_locks
+def test_jobs_and_other_threads_compute_serially(team):
+    nested = {}
+    other = {}
+
+    def nested_run():
+        team.run([_where(nested, "a"), _where(nested, "b")])
+
+    def other_thread():
+        with team.session():  # the team is busy with the main thread's session
+            team.run([_where(other, "a"), _where(other, "b")])
+        other["me"] = threading.get_ident()
+
+    with team.session():
+        team.run([nested_run, lambda: None])
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join()
+    assert nested["a"] == nested["b"] == threading.get_ident()
+    assert other["a"] == other["b"] == other["me"]
+
+
+def test_too_many_jobs_are_refused(team):
+    if team.size < 2:
+        pytest.skip("no helpers here")
+    with team.session(), pytest.raises(ValueError, match="3 jobs for a team of 2"):
+        team.run([lambda: None] * 3)
+
+
+@needs_spin_locks
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_starts_its_own_helpers(team):
+    with team.session():
+        team.run([lambda: None, lambda: None])
+    pid = os.fork()
+    if pid == 0:  # child: exit code 0 only if the helper ran the job
+        code = 1
+        try:
+            log = {}
+            with team.session():
+                team.run([_where(log, "first"), _where(log, "second")])
+            code = 0 if log["second"] != threading.get_ident() else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+
+
+def test_the_team_size_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("BRAINSTORM_NUMPY_THREADS", "3")
+    assert _threads.configured_size() == 3
+    monkeypatch.setenv("BRAINSTORM_NUMPY_THREADS", "0")
+    assert _threads.configured_size() == 0
+    monkeypatch.setenv("BRAINSTORM_NUMPY_THREADS", "two")
+    with pytest.raises(ValueError, match="BRAINSTORM_NUMPY_THREADS"):
+        _threads.configured_size()
+    monkeypatch.delenv("BRAINSTORM_NUMPY_THREADS")
+    assert _threads.configured_size() >= 1
+    assert _threads.Team(1).size == 1
+
+
+def test_without_a_team_the_session_changes_nothing(monkeypatch):
+    monkeypatch.setitem(_threads._team, "team", None)
+    monkeypatch.setenv("BRAINSTORM_NUMPY_THREADS", "0")
+    before = _blas.set_threads(None)
+    with NumpyHandler().session():
+        assert _blas.set_threads(None) == before
+        assert numpy_handler._active_team() is None
+
+
+# --- the handler's session ------------------------------------------------------
+
+shared_team = pytest.mark.skipif(
+    _threads.team() is None or _threads.team().size < 2 or not _blas.threads_adjustable(),
+    reason="no team of threads here",
+)
+
+
+@pytest.fixture
+def team_runs(monkeypatch):
+    """The number of jobs of every ``run`` of the process's team, as a list."""
+    runs = []
+    team = _threads.team()
+    original = team.run
+    monkeypatch.setattr(team, "run", lambda jobs: (runs.append(len(jobs)), original(jobs)))
+    return runs
+
+
+@shared_team
+def test_the_blas_runs_on_one_thread_in_a_session_and_is_restored_after():
+    before = _blas.set_threads(None)
+    h = NumpyHandler()
+    with h.session():
+        assert _blas.set_threads(None) == 1
+        with h.session():
+            assert _blas.set_threads(None) == 1
+        assert _blas.set_threads(None) == 1
+    assert _blas.set_threads(None) == before
+
+
+@shared_team
+def test_large_products_are_split_in_a_session(team_runs):
+    runs = team_runs
+    rng = np.random.RandomState(0)
+    h = NumpyHandler(np.float64)
+    for m, k, n in ((300, 200, 250), (7, 300, 5000)):  # split by rows, by columns
+        a, b = rng.randn(m, k), rng.randn(k, n)
+        out = rng.randn(m, n)
+        expected = out + a @ b
+        with h.session():
+            h.dot_add_mm(a, b, out)
+        np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+        with h.session():
+            h.dot_mm(b.T, a.T, out.T, transa=False, transb=False)  # into a transposed view
+        np.testing.assert_allclose(out, a @ b, rtol=1e-12, atol=1e-12)
+    assert runs and all(count == 2 for count in runs)
+    with h.session():  # an output overlapping an input: computed alone, right
+        x = rng.randn(300, 300)
+        expected = x @ x
+        h.dot_mm(x, x, x)
+    np.testing.assert_allclose(x, expected, rtol=1e-12, atol=1e-12)
+
+
+@shared_team
+def test_large_elementwise_ops_are_split_and_overlaps_are_kept_right(team_runs):
+    runs = team_runs
+    h = NumpyHandler(np.float64)
+    x0 = np.random.RandomState(1).randn(600, 300)
+    x, y = x0.copy(), np.empty_like(x0)
+    with h.session():
+        h.rel(x, y)
+        h.tanh(x, x)  # in place
+        h.mult_add_tt(y, y, y)  # the same view three times
+        assert len(runs) == 3
+        z = np.arange(601 * 300, dtype=np.float64).reshape(601, 300)
+        expected = z[1:] + z[1:]
+        h.add_tt(z[1:], z[1:], z[:-1])  # the output overlaps the inputs, shifted
+        assert len(runs) == 3  # computed alone
+    np.testing.assert_array_equal(y, np.maximum(x0, 0) + np.maximum(x0, 0) ** 2)
+    np.testing.assert_allclose(x, np.tanh(x0), rtol=1e-15)
+    np.testing.assert_array_equal(z[:-1], expected)
+
+
+@shared_team
+@pytest.mark.parametrize(
+    "stride, padding, channels", [((1, 1), 2, 3), ((1, 1), 1, 9), ((2, 2), 1, 4)]
+)
+def test_convolution_chunks_shared_between_threads_agree_with_the_reference(
+    monkeypatch, stride, padding, channels
+):
+    monkeypatch.setattr(numpy_handler, "_COLUMNS_PER_CHUNK", 1000)  # many chunks
+    rng = np.random.RandomState(2)
+    h = NumpyHandler(np.float64)
+    inputs = rng.randn(9, 8, 8, channels)
+    weights = rng.randn(5, 3, 3, channels)
+    bias = rng.randn(5)
+    expected = reference_conv2d_forward(inputs, weights, bias, padding, stride)
+    outputs = np.zeros(expected.shape)
+    deltas = rng.randn(*expected.shape)
+    in_deltas = np.zeros(inputs.shape)
+    weight_deltas, bias_deltas = np.zeros(weights.shape), np.zeros(bias.shape)
+    with h.session():
+        h.conv2d_forward_batch(inputs, weights, bias, outputs, padding, stride)
+        h.conv2d_backward_batch(
+            inputs, weights, padding, stride, in_deltas, deltas, weight_deltas, bias_deltas
+        )
+    np.testing.assert_allclose(outputs, expected, rtol=1e-10, atol=1e-10)
+    want = reference_conv2d_backward(inputs, weights, padding, stride, deltas)
+    for got, wanted in zip((in_deltas, weight_deltas, bias_deltas), want):
+        np.testing.assert_allclose(got, wanted, rtol=1e-10, atol=1e-10)
+
+
+@shared_team
+def test_max_pooling_chunks_shared_between_threads_agree_with_the_reference(monkeypatch):
+    monkeypatch.setattr(numpy_handler, "_CHUNK", 64)  # many chunks
+    rng = np.random.RandomState(3)
+    h = NumpyHandler(np.float64)
+    inputs = rng.randn(11, 7, 7, 3)
+    inputs[0, :3, :3] = 0.0  # ties: the first maximum wins
+    window, padding, stride = (3, 3), 1, (2, 2)
+    expected, expected_argmax = reference_maxpool2d_forward(inputs, window, padding, stride)
+    outputs = np.zeros(expected.shape)
+    argmax = np.zeros(expected.shape)
+    deltas = rng.randn(*expected.shape)
+    in_deltas = np.zeros(inputs.shape)
+    with h.session():
+        h.maxpool2d_forward_batch(inputs, window, outputs, padding, stride, argmax)
+        h.maxpool2d_backward_batch(
+            inputs, window, outputs, padding, stride, argmax, in_deltas, deltas
+        )
+    np.testing.assert_array_equal(outputs, expected)
+    np.testing.assert_array_equal(argmax, expected_argmax)
+    want = reference_maxpool2d_backward(inputs, expected_argmax, deltas)
+    np.testing.assert_allclose(in_deltas, want, rtol=1e-12, atol=1e-12)
+
+
+# --- packed products ------------------------------------------------------------
+
+
+needs_packed = pytest.mark.skipif(
+    not _packed.available(np.float32), reason="no packing routines in this BLAS"
+)
+
+
+@needs_packed
+@pytest.mark.parametrize("in_session", [False, True])
+@pytest.mark.parametrize("transpose", [False, True])
+def test_packed_block_products_agree_with_numpy(in_session, transpose):
+    rng = np.random.RandomState(4)
+    h = NumpyHandler(np.float32)
+    k_widths, n_widths = [64, 17], [300, 45, 211]
+    k, n = sum(k_widths), sum(n_widths)
+    matrix = rng.randn(*((n, k) if transpose else (k, n))).astype(np.float32)
+    a = rng.randn(40, k + 2).astype(np.float32)
+    out = rng.randn(40, n + 3).astype(np.float32)
+    expected = out.astype(np.float64)
+    expected[:, :n] += a[:, :k].astype(np.float64) @ (matrix.T if transpose else matrix)
+    a_blocks = [a[:, :64], a[:, 64:81]]
+    out_blocks = [out[:, :300], out[:, 300:345], out[:, 345:556]]
+    prepared = h.prepare_matrix(matrix, transpose)
+    assert isinstance(prepared, _packed.PackedMatrix)
+    if in_session:
+        with h.session():
+            h.dot_add_blocks(a_blocks, prepared, out_blocks)
+    else:
+        h.dot_add_blocks(a_blocks, prepared, out_blocks)
+    np.testing.assert_allclose(out, expected, rtol=2e-4, atol=2e-4)
+
+
+def test_block_products_without_the_packing_routines(monkeypatch):
+    monkeypatch.setitem(_packed._state, "loaded", True)
+    monkeypatch.setitem(_packed._state, "kernels", {})
+    assert not _packed.available(np.float32)
+    rng = np.random.RandomState(5)
+    h = NumpyHandler(np.float64)
+    matrix, a, out = rng.randn(6, 9), rng.randn(4, 6), rng.randn(4, 9)
+    expected = out + a @ matrix
+    h.dot_add_blocks([a[:, :2], a[:, 2:]], h.prepare_matrix(matrix), [out[:, :5], out[:, 5:]])
+    np.testing.assert_allclose(out, expected, rtol=1e-12)
+    with pytest.raises(ValueError, match="do not fit"):
+        h.dot_add_blocks([a], h.prepare_matrix(matrix), [out[:, :5]])
+
+
+if sys.platform.startswith("linux"):
+
+    def test_spin_locks_are_found_on_linux():
+        assert _threads._spin_functions() is not None
