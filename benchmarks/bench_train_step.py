@@ -334,8 +334,9 @@ def layer_breakdown(net, flops, repeats=5):
         if name == "Input":
             continue
         buffers = net.buffer[name]
-        fwd = _median_seconds(lambda: layer.forward_pass(buffers, True), repeats)  # noqa: B023
-        bwd = _median_seconds(lambda: layer.backward_pass(buffers), repeats)  # noqa: B023
+        with net.handler.session():  # as in a train step
+            fwd = _median_seconds(lambda: layer.forward_pass(buffers, True), repeats)  # noqa: B023
+            bwd = _median_seconds(lambda: layer.backward_pass(buffers), repeats)  # noqa: B023
         rows.append({"layer": name, "type": layer.type_name, "forward_s": fwd, "backward_s": bwd})
         if name in flops:
             rows[-1]["gflops_per_s"] = flops[name] / (fwd + bwd) / 1e9

@@ -240,6 +240,10 @@ def test_large_elementwise_ops_are_split_and_overlaps_are_kept_right(team_runs):
         expected = z[1:] + z[1:]
         h.add_tt(z[1:], z[1:], z[:-1])  # the output overlaps the inputs, shifted
         assert len(runs) == 3  # computed alone
+        filled = np.zeros((400, 400))
+        h.fill(filled, 0.5)
+        assert len(runs) == 4
+    assert np.all(filled == 0.5)
     np.testing.assert_array_equal(y, np.maximum(x0, 0) + np.maximum(x0, 0) ** 2)
     np.testing.assert_allclose(x, np.tanh(x0), rtol=1e-15)
     np.testing.assert_array_equal(z[:-1], expected)

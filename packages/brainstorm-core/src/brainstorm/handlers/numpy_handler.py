@@ -142,7 +142,13 @@ class NumpyHandler(Handler):
         np.copyto(dest, src, where=cond != 0)
 
     def fill(self, mem, val):
-        mem.fill(val)
+        team = _active_team()
+        if team is None or not _splittable([mem]):
+            mem.fill(val)
+            return
+        # e.g. clearing the whole backward buffer: shared between the threads
+        pieces = _shares(mem.shape[0], team.size)
+        team.run([functools.partial(mem[i:j].fill, val) for i, j in pieces])
 
     def fill_if(self, mem, val, cond):
         np.copyto(mem, self._scalar(val), where=cond != 0)
