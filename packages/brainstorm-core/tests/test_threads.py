@@ -67,6 +67,31 @@ def test_sessions_nest_and_the_helpers_stop_after_the_outermost(team):
     assert log["second"] == threading.get_ident()
 
 
+def _cpu_seconds_while_sleeping(seconds=0.2):
+    import resource
+    import time
+
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    time.sleep(seconds)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+@needs_spin_locks
+def test_helpers_spin_only_from_the_first_shared_work_to_the_end_of_the_session(team):
+    # CPU time, not wall time: a spinning helper burns a core while this thread sleeps
+    with team.session():
+        team.run([lambda: None, lambda: None])  # start the helper thread itself
+    with team.session():
+        idle = _cpu_seconds_while_sleeping()  # no shared work: the helpers sleep
+        team.run([lambda: None, lambda: None])
+        spinning = _cpu_seconds_while_sleeping()
+    after = _cpu_seconds_while_sleeping()
+    assert idle < 0.1
+    assert spinning > 0.05
+    assert after < 0.1
+
+
 @needs_spin_locks
 def test_an_error_in_a_job_reaches_the_caller_after_all_jobs_finished(team):
     finished = []

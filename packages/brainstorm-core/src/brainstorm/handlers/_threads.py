@@ -9,12 +9,16 @@ make each other wait, and a pool that sleeps between products pays the
 wake-up of a sleeping thread (tens of microseconds on a virtual machine) for
 every product.
 
-A :class:`Team` is the caller plus ``size - 1`` helper threads. While a
-*session* is open (:meth:`Team.session`, one forward or backward pass of a
-network, or one update of its parameters), the helpers wait for work by
-spinning on a spin lock of the C library (``pthread_spin_lock`` through
-:mod:`ctypes`, which releases the GIL), so that handing them a piece of work
-costs well under a microsecond; between sessions they sleep. During a session
+A :class:`Team` is the caller plus ``size - 1`` helper threads. From the
+first shared piece of work in a *session* (:meth:`Team.session`, one forward
+or backward pass of a network, or one update of its parameters) to its end,
+the helpers wait for work by spinning on a spin lock of the C library
+(``pthread_spin_lock`` through :mod:`ctypes`, which releases the GIL), so that
+handing them a piece of work costs well under a microsecond; otherwise they
+sleep, so a session without large work (a small network) costs nothing.
+Spinning threads need cores of their own: with more busy threads than cores
+(several training processes on one machine, say), set
+``BRAINSTORM_NUMPY_THREADS`` to share them out. During a session
 the BLAS library itself runs on one thread (its own pool stays idle and
 soon sleeps), and the handler splits large products between the team
 (:meth:`Team.run`), each thread computing its share with a one-thread BLAS
@@ -149,6 +153,7 @@ class Team:
         self._owner = None  # the thread whose session is open
         self._depth = 0
         self._running = False  # inside run(): nested calls compute serially
+        self._awake = False  # whether the helpers spin (this session ran work on them)
         self._guard = threading.Lock()
 
     def __repr__(self):
@@ -192,9 +197,7 @@ class Team:
                 self._helpers = [_Helper(i, self._functions) for i in range(1, self.size)]
                 self._pid = os.getpid()
             self._owner, self._depth = me, 1
-            for helper in self._helpers:
-                helper.job = None
-                helper.wake.release()
+            self._awake = False  # the helpers are woken by the first run()
             try:
                 if on_open is not None:
                     on_open()
@@ -202,10 +205,12 @@ class Team:
             finally:
                 self._depth = 0
                 self._owner = None
-                for helper in self._helpers:  # job None: back to sleep
-                    helper.start(None)
-                for helper in self._helpers:
-                    helper.wait()
+                if self._awake:
+                    for helper in self._helpers:  # job None: back to sleep
+                        helper.start(None)
+                    for helper in self._helpers:
+                        helper.wait()
+                    self._awake = False
                 if on_close is not None:
                     on_close()
         finally:
@@ -226,6 +231,11 @@ class Team:
             return
         if len(jobs) > self.size:
             raise ValueError(f"Team.run: {len(jobs)} jobs for a team of {self.size}")
+        if not self._awake:  # the first shared work of this session
+            for helper in self._helpers:
+                helper.job = None
+                helper.wake.release()
+            self._awake = True
         self._running = True
         started = []
         try:
