@@ -175,6 +175,75 @@ def test_a_forked_child_starts_its_own_helpers(team):
     assert os.WEXITSTATUS(status) == 0
 
 
+@needs_spin_locks
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_child_forked_inside_a_session_leaves_it_and_has_its_own_helpers(team):
+    with team.session():
+        team.run([lambda: None, lambda: None])  # the helper spins now
+        pid = os.fork()
+        if pid == 0:  # child: no helper threads; leaving the session must not hang
+            code = 1
+            try:
+                with team.session():
+                    log = {}
+                    team.run([_where(log, "first"), _where(log, "second")])
+                    code = 0 if log["second"] != threading.get_ident() else 2
+            finally:
+                os._exit(code)
+    _, status = os.waitpid(pid, 0)  # (hangs here without the fix)
+    assert os.WEXITSTATUS(status) == 0
+
+
+@needs_spin_locks
+@pytest.mark.skipif(
+    threading.current_thread() is not threading.main_thread(), reason="signals need the main thread"
+)
+def test_keyboard_interrupt_in_a_session_arrives_when_it_ends_and_the_team_stays_sound(team):
+    import signal
+
+    reached = []
+
+    def interrupted_job():
+        signal.raise_signal(signal.SIGINT)  # Ctrl-C while the helper works
+        reached.append("job")
+
+    def slow_job():
+        threading.Event().wait(0.05)
+        reached.append("helper")
+
+    with pytest.raises(KeyboardInterrupt):
+        with team.session():
+            team.run([interrupted_job, slow_job])
+            reached.append("session")
+    assert reached == ["job", "helper", "session"]  # all ran, then the interrupt
+    assert _cpu_seconds_while_sleeping() < 0.1  # the helper went back to sleep
+    log = {}
+    with team.session():
+        team.run([_where(log, "first"), _where(log, "second")])
+    assert log["second"] != threading.get_ident()
+
+
+def test_a_container_cpu_quota_caps_the_team(monkeypatch, tmp_path):
+    v2 = tmp_path / "cpu.max"
+    monkeypatch.setitem(_threads._CGROUP_FILES, "v2", str(v2))
+    monkeypatch.setitem(_threads._CGROUP_FILES, "v1", (str(tmp_path / "q"), str(tmp_path / "p")))
+    monkeypatch.delenv("BRAINSTORM_NUMPY_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert _threads.configured_size() == 8  # no cgroup files: the affinity
+    v2.write_text("max 100000\n")
+    assert _threads.configured_size() == 8
+    v2.write_text("150000 100000\n")  # 1.5 CPUs
+    assert _threads.configured_size() == 2
+    v2.write_text("50000 100000\n")
+    assert _threads.configured_size() == 1
+    v2.unlink()
+    (tmp_path / "q").write_text("300000\n")
+    (tmp_path / "p").write_text("100000\n")
+    assert _threads.configured_size() == 3
+    (tmp_path / "q").write_text("-1\n")
+    assert _threads.configured_size() == 8
+
+
 def test_the_team_size_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv("BRAINSTORM_NUMPY_THREADS", "3")
     assert _threads.configured_size() == 3

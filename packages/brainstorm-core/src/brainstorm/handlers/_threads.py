@@ -26,7 +26,10 @@ call.
 
 The team is used only from the thread that opened the session: other
 threads, nested calls and jobs running on a helper compute serially. A forked
-child starts its own helpers. Without ``pthread_spin_lock`` (not Linux), with
+child (even one forked inside a session) starts its own helpers. Signals with
+a Python handler (Ctrl-C's KeyboardInterrupt) that arrive during a session
+opened in the main thread are handled when it ends, so that a pass is never
+left half-computed with a helper still writing into it. Without ``pthread_spin_lock`` (not Linux), with
 a single usable CPU, or with the environment variable
 ``BRAINSTORM_NUMPY_THREADS=1`` there are no helpers and everything runs on the
 calling thread; ``BRAINSTORM_NUMPY_THREADS=0`` turns the team off and leaves
@@ -40,7 +43,9 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
+import signal
 import threading
+import weakref
 
 __all__ = ["Team", "team"]
 
@@ -71,8 +76,9 @@ def _spin_functions():
 
 
 def configured_size():
-    """Threads the team should have: ``BRAINSTORM_NUMPY_THREADS`` or the usable CPUs
-    (0: no team, the BLAS library keeps its own threads)."""
+    """Threads the team should have: ``BRAINSTORM_NUMPY_THREADS`` or the CPUs this
+    process may use (its affinity, and a container's CPU quota); 0: no team, the
+    BLAS library keeps its own threads."""
     value = os.environ.get("BRAINSTORM_NUMPY_THREADS", "").strip()
     if value:
         try:
@@ -82,9 +88,41 @@ def configured_size():
                 f"BRAINSTORM_NUMPY_THREADS must be a whole number, got {value!r}"
             ) from None
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    return cpus if quota is None else max(1, min(cpus, quota))
+
+
+#: Where cgroup v2 and v1 keep the CPU quota of this process's group (containers).
+_CGROUP_FILES = {
+    "v2": "/sys/fs/cgroup/cpu.max",
+    "v1": ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us"),
+}
+
+
+def _cgroup_cpu_quota():
+    """The CPUs a container may use (its CPU quota, rounded up), or None if unlimited
+    or unknown: spinning threads beyond the quota would only throttle the group."""
+    try:
+        with open(_CGROUP_FILES["v2"]) as f:
+            quota, period = f.read().split()[:2]
+        if quota == "max":
+            return None
+    except (OSError, ValueError):
+        try:
+            paths = _CGROUP_FILES["v1"]
+            with open(paths[0]) as f, open(paths[1]) as g:
+                quota, period = f.read().strip(), g.read().strip()
+            if int(quota) <= 0:
+                return None
+        except (OSError, ValueError):
+            return None
+    try:
+        return -(-int(quota) // int(period))
+    except (ValueError, ZeroDivisionError):
+        return None
 
 
 class _Helper:
@@ -155,6 +193,7 @@ class Team:
         self._running = False  # inside run(): nested calls compute serially
         self._awake = False  # whether the helpers spin (this session ran work on them)
         self._guard = threading.Lock()
+        _teams.add(self)
 
     def __repr__(self):
         return f"Team(size={self.size})"
@@ -189,32 +228,47 @@ class Team:
             finally:
                 self._depth -= 1
             return
-        if not self._guard.acquire(blocking=False):  # another thread's session
-            yield self
-            return
-        try:
-            if self._pid != os.getpid():  # first use, or a forked child
-                self._helpers = [_Helper(i, self._functions) for i in range(1, self.size)]
-                self._pid = os.getpid()
-            self._owner, self._depth = me, 1
-            self._awake = False  # the helpers are woken by the first run()
-            try:
-                if on_open is not None:
-                    on_open()
+        # Python runs signal handlers (KeyboardInterrupt!) between any two
+        # bytecodes of the main thread; one in the middle of a hand-off would leave
+        # a helper unaccounted for. So they wait until the session is over.
+        with _signals_deferred():
+            guard = self._guard
+            if not guard.acquire(blocking=False):  # another thread's session
                 yield self
-            finally:
-                self._depth = 0
-                self._owner = None
-                if self._awake:
-                    for helper in self._helpers:  # job None: back to sleep
-                        helper.start(None)
-                    for helper in self._helpers:
-                        helper.wait()
+                return
+            try:
+                if self._pid != os.getpid():  # first use, or a forked child
+                    self._helpers = [_Helper(i, self._functions) for i in range(1, self.size)]
+                    self._pid = os.getpid()
+                self._owner, self._depth = me, 1
+                self._awake = False  # the helpers are woken by the first run()
+                try:
+                    if on_open is not None:
+                        on_open()
+                    yield self
+                finally:
+                    self._depth = 0
+                    self._owner = None
+                    if self._awake and self._pid == os.getpid():
+                        for helper in self._helpers:  # job None: back to sleep
+                            helper.start(None)
+                        for helper in self._helpers:
+                            helper.wait()
                     self._awake = False
-                if on_close is not None:
-                    on_close()
-        finally:
-            self._guard.release()
+                    if on_close is not None:
+                        on_close()
+            finally:
+                guard.release()
+
+    def _forget_helpers(self):
+        """In a forked child: the helper threads are gone; start afresh on next use."""
+        self._helpers = []
+        self._pid = None
+        self._owner = None
+        self._depth = 0
+        self._running = False
+        self._awake = False
+        self._guard = threading.Lock()
 
     def run(self, jobs):
         """Run the callables ``jobs``: ``jobs[0]`` here, the others on helpers.
@@ -254,6 +308,63 @@ class Team:
                 raise error
         finally:
             self._running = False
+
+
+_teams = weakref.WeakSet()
+
+
+def _after_fork_in_child():
+    for team in list(_teams):
+        team._forget_helpers()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+#: The signal numbers, as ints (the ``signal`` module's wrappers make enums of
+#: them, which costs more than the rest of a session).
+_SIGNALS = tuple(int(number) for number in signal.valid_signals())
+try:
+    from _signal import getsignal as _getsignal
+    from _signal import signal as _setsignal
+except ImportError:  # not CPython
+    _getsignal, _setsignal = signal.getsignal, signal.signal
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """Hold back the Python signal handlers of the main thread while the block runs.
+
+    Every signal with a Python handler (SIGINT's raises KeyboardInterrupt) that
+    arrives meanwhile is recorded and handed to its handler when the block
+    ends, in order. In other threads, which never run signal handlers, the
+    block just runs.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    swapped = {}
+
+    def record(signum, frame):
+        caught.append((signum, frame))
+
+    try:
+        for number in _SIGNALS:
+            try:
+                handler = _getsignal(number)
+            except (OSError, ValueError):
+                continue
+            if callable(handler):
+                _setsignal(number, record)
+                swapped[number] = handler
+        yield
+    finally:
+        for number, handler in swapped.items():
+            _setsignal(number, handler)
+        for number, frame in caught:
+            swapped[number](number, frame)
 
 
 _team = {"team": None}
