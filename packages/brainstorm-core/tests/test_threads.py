@@ -312,6 +312,13 @@ def test_large_products_are_split_in_a_session(team_runs):
             h.dot_mm(b.T, a.T, out.T, transa=False, transb=False)  # into a transposed view
         np.testing.assert_allclose(out, a @ b, rtol=1e-12, atol=1e-12)
     assert runs and all(count == 2 for count in runs)
+    parameters, gradients = rng.randn(1 << 19), rng.randn(1 << 19)  # an SGD update
+    expected = parameters - 0.1 * gradients
+    before = len(runs)
+    with h.session():
+        h.mult_add_st(-0.1, gradients, parameters)
+    assert len(runs) == before + 1
+    np.testing.assert_allclose(parameters, expected, rtol=1e-12, atol=1e-12)
     with h.session():  # an output overlapping an input: computed alone, right
         x = rng.randn(300, 300)
         expected = x @ x
