@@ -301,7 +301,8 @@ def test_large_products_are_split_in_a_session(team_runs):
     runs = team_runs
     rng = np.random.RandomState(0)
     h = NumpyHandler(np.float64)
-    for m, k, n in ((300, 200, 250), (7, 300, 5000)):  # split by rows, by columns
+    # split by rows, by columns, along the (long) reduction
+    for m, k, n in ((300, 200, 250), (7, 300, 5000), (60, 4000, 50)):
         a, b = rng.randn(m, k), rng.randn(k, n)
         out = rng.randn(m, n)
         expected = out + a @ b

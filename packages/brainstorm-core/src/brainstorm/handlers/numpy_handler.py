@@ -790,6 +790,10 @@ def _infinite_windows(where, image_shape, window, padding, stride):
 #: threads of a session (smaller ones cost less than handing out the work).
 _SHARED_FLOPS = 2e7
 
+#: Products whose reduction is this many times longer than both other sides are
+#: split along the reduction (see ``_shared_product``).
+_REDUCTION_SPLIT = 4
+
 #: Axpy updates of at least this many elements are split between the threads of a session.
 _SHARED_AXPY = 1 << 18
 
@@ -829,7 +833,8 @@ def _active_team():
 
 def _shared_product(a, b, out, beta):
     """``out = a @ b + beta * out`` split between the threads of an open session,
-    each computing a block of rows (or columns) with a one-thread BLAS call.
+    each computing a block of rows (or columns, or a share of a long reduction)
+    with a one-thread BLAS call.
     False (nothing written) when no session is open, the product is small or the
     arrays do not suit the BLAS (the caller then computes it alone)."""
     team = _active_team()
@@ -839,6 +844,22 @@ def _shared_product(a, b, out, beta):
     n = b.shape[1]
     if 2.0 * m * k * n < _SHARED_FLOPS or not _blas.gemm_accepts(a, b, out):
         return False
+    if k >= _REDUCTION_SPLIT * max(m, n):
+        # a long reduction (weight gradients over a whole batch): split along K,
+        # so that no thread packs an operand twice; the partial products meet in
+        # the end (m * n additions against m * n * k multiply-adds)
+        shares = _shares(k, team.size, 64)
+        partial = [np.empty(out.shape, dtype=out.dtype) for _ in shares[1:]]
+        targets = [(out, beta)] + [(p, 0.0) for p in partial]
+        team.run(
+            [
+                functools.partial(_gemm_piece, a[:, i:j], b[i:j], target, target_beta)
+                for (i, j), (target, target_beta) in zip(shares, targets)
+            ]
+        )
+        for p in partial:
+            out += p
+        return True
     if m >= n:
         pieces = [(a[i:j], b, out[i:j]) for i, j in _shares(m, team.size, 8)]
     else:
