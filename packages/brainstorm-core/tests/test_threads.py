@@ -223,6 +223,27 @@ def test_keyboard_interrupt_in_a_session_arrives_when_it_ends_and_the_team_stays
     assert log["second"] != threading.get_ident()
 
 
+@needs_spin_locks
+@pytest.mark.skipif(
+    threading.current_thread() is not threading.main_thread(), reason="signals need the main thread"
+)
+def test_a_handler_installed_during_a_session_is_kept_and_gets_the_deferred_signal(team):
+    import signal
+
+    got = []
+    previous = signal.signal(signal.SIGUSR1, lambda number, frame: got.append("old"))
+    try:
+        with team.session():
+            signal.raise_signal(signal.SIGUSR1)
+            assert got == []  # deferred
+            signal.signal(signal.SIGUSR1, lambda number, frame: got.append("new"))
+        assert got == ["new"]
+        signal.raise_signal(signal.SIGUSR1)
+        assert got == ["new", "new"]  # the session did not put the old one back
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
 def test_a_container_cpu_quota_caps_the_team(monkeypatch, tmp_path):
     v2 = tmp_path / "cpu.max"
     monkeypatch.setitem(_threads._CGROUP_FILES, "v2", str(v2))

@@ -362,9 +362,12 @@ def _signals_deferred():
         yield
     finally:
         for number, handler in swapped.items():
-            _setsignal(number, handler)
+            if _getsignal(number) is record:  # (not if the block installed its own)
+                _setsignal(number, handler)
         for number, frame in caught:
-            swapped[number](number, frame)
+            handler = _getsignal(number)
+            if callable(handler):
+                handler(number, frame)
 
 
 _team = {"team": None}
