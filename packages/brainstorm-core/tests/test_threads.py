@@ -244,6 +244,49 @@ def test_a_handler_installed_during_a_session_is_kept_and_gets_the_deferred_sign
         signal.signal(signal.SIGUSR1, previous)
 
 
+@needs_spin_locks
+@pytest.mark.skipif(
+    threading.current_thread() is not threading.main_thread(), reason="signals need the main thread"
+)
+def test_every_deferred_signal_is_delivered_and_chained_handlers_still_work(team):
+    import signal
+
+    got = []
+    previous = signal.signal(signal.SIGUSR1, lambda number, frame: got.append("usr1"))
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with team.session():
+                signal.raise_signal(signal.SIGINT)
+                signal.raise_signal(signal.SIGUSR1)
+        assert got == ["usr1"]  # delivered although the SIGINT handler raised first
+        with team.session():  # a handler installed in a session that chains on
+            chained = signal.getsignal(signal.SIGUSR1)
+            signal.signal(signal.SIGUSR1, lambda n, f: (got.append("mine"), chained(n, f)))
+        signal.raise_signal(signal.SIGUSR1)
+        assert got == ["usr1", "mine", "usr1"]  # the chain reaches the original
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
+@needs_spin_locks
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.skipif(
+    threading.current_thread() is not threading.main_thread(), reason="signals need the main thread"
+)
+def test_a_child_forked_during_a_session_gets_the_signal_handlers_back(team):
+    import signal
+
+    original = signal.getsignal(signal.SIGINT)
+    with team.session():
+        assert signal.getsignal(signal.SIGINT) is not original  # deferred here
+        pid = os.fork()
+        if pid == 0:  # e.g. a multiprocessing worker: it never leaves the session
+            os._exit(0 if signal.getsignal(signal.SIGINT) is original else 3)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+    assert signal.getsignal(signal.SIGINT) is original
+
+
 def test_a_container_cpu_quota_caps_the_team(monkeypatch, tmp_path):
     v2 = tmp_path / "cpu.max"
     monkeypatch.setitem(_threads._CGROUP_FILES, "v2", str(v2))

@@ -316,6 +316,8 @@ _teams = weakref.WeakSet()
 def _after_fork_in_child():
     for team in list(_teams):
         team._forget_helpers()
+    for deferral in list(_open_deferrals):  # the child never leaves those sessions
+        deferral.forget()
 
 
 if hasattr(os, "register_at_fork"):
@@ -331,6 +333,77 @@ try:
 except ImportError:  # not CPython
     _getsignal, _setsignal = signal.getsignal, signal.signal
 
+#: The deferrals of sessions open now (a forked child puts their handlers back).
+_open_deferrals = []
+
+
+class _Deferral:
+    """Python signal handlers held back while the main thread is in a session.
+
+    :meth:`open` replaces every callable Python handler by :attr:`handler`,
+    which records the signals; :meth:`close` puts the handlers back (unless
+    the block installed its own meanwhile) and hands the recorded signals to
+    the handlers then in place, in order. After closing, a recorder that is
+    still installed somewhere (e.g. saved and chained to by a handler that
+    was installed during the session) forwards to the original handler.
+    """
+
+    def __init__(self):
+        self.originals = {}
+        self.caught = []
+        self.recording = True
+        self.handler = self._receive  # one bound method, compared with `is`
+
+    def _receive(self, number, frame):
+        if self.recording:
+            self.caught.append((number, frame))
+            return
+        original = self.originals.get(number)
+        if callable(original):
+            original(number, frame)
+
+    def open(self):
+        _open_deferrals.append(self)
+        for number in _SIGNALS:
+            try:
+                handler = _getsignal(number)
+            except (OSError, ValueError):
+                continue
+            if callable(handler):
+                self.originals[number] = handler
+                _setsignal(number, self.handler)
+
+    def _put_back(self):
+        self.recording = False  # from now on, the recorder forwards
+        if self in _open_deferrals:
+            _open_deferrals.remove(self)
+        for number, original in self.originals.items():
+            if _getsignal(number) is self.handler:
+                _setsignal(number, original)
+
+    def close(self):
+        try:
+            self._put_back()
+        finally:
+            caught, self.caught = self.caught, []
+            error = None
+            for number, frame in caught:  # every one, even after one raised
+                handler = _getsignal(number)
+                if handler is self.handler:
+                    handler = self.originals.get(number)
+                if callable(handler):
+                    try:
+                        handler(number, frame)
+                    except BaseException as raised:
+                        error = error or raised
+            if error is not None:
+                raise error
+
+    def forget(self):
+        """In a forked child: put the handlers back and drop what was recorded."""
+        self.caught = []
+        self._put_back()
+
 
 @contextlib.contextmanager
 def _signals_deferred():
@@ -338,36 +411,18 @@ def _signals_deferred():
 
     Every signal with a Python handler (SIGINT's raises KeyboardInterrupt) that
     arrives meanwhile is recorded and handed to its handler when the block
-    ends, in order. In other threads, which never run signal handlers, the
-    block just runs.
+    ends, in order (see :class:`_Deferral`). In other threads, which never run
+    signal handlers, the block just runs.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    caught = []
-    swapped = {}
-
-    def record(signum, frame):
-        caught.append((signum, frame))
-
+    deferral = _Deferral()
     try:
-        for number in _SIGNALS:
-            try:
-                handler = _getsignal(number)
-            except (OSError, ValueError):
-                continue
-            if callable(handler):
-                _setsignal(number, record)
-                swapped[number] = handler
+        deferral.open()
         yield
     finally:
-        for number, handler in swapped.items():
-            if _getsignal(number) is record:  # (not if the block installed its own)
-                _setsignal(number, handler)
-        for number, frame in caught:
-            handler = _getsignal(number)
-            if callable(handler):
-                handler(number, frame)
+        deferral.close()
 
 
 _team = {"team": None}
