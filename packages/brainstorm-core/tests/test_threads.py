@@ -288,23 +288,30 @@ def test_a_child_forked_during_a_session_gets_the_signal_handlers_back(team):
 
 
 def test_a_container_cpu_quota_caps_the_team(monkeypatch, tmp_path):
-    v2 = tmp_path / "cpu.max"
-    monkeypatch.setitem(_threads._CGROUP_FILES, "v2", str(v2))
-    monkeypatch.setitem(_threads._CGROUP_FILES, "v1", (str(tmp_path / "q"), str(tmp_path / "p")))
+    root, groups = tmp_path / "cgroup", tmp_path / "self"
+    monkeypatch.setitem(_threads._CGROUP, "root", str(root))
+    monkeypatch.setitem(_threads._CGROUP, "self", str(groups))
     monkeypatch.delenv("BRAINSTORM_NUMPY_THREADS", raising=False)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
-    assert _threads.configured_size() == 8  # no cgroup files: the affinity
-    v2.write_text("max 100000\n")
+    assert _threads.configured_size() == 8  # no cgroup information: the affinity
+    # cgroup v2: the process's group and the groups above it, the smallest quota
+    groups.write_text("0::/jobs/mine\n")
+    mine = root / "jobs" / "mine"
+    mine.mkdir(parents=True)
+    (root / "cpu.max").write_text("max 100000\n")
     assert _threads.configured_size() == 8
-    v2.write_text("150000 100000\n")  # 1.5 CPUs
+    (mine / "cpu.max").write_text("150000 100000\n")  # 1.5 CPUs
     assert _threads.configured_size() == 2
-    v2.write_text("50000 100000\n")
+    (root / "jobs" / "cpu.max").write_text("50000 100000\n")  # a parent's quota
     assert _threads.configured_size() == 1
-    v2.unlink()
-    (tmp_path / "q").write_text("300000\n")
-    (tmp_path / "p").write_text("100000\n")
+    # cgroup v1
+    groups.write_text("4:cpu,cpuacct:/docker/abc\n3:memory:/docker/abc\n")
+    v1 = root / "cpu,cpuacct" / "docker" / "abc"
+    v1.mkdir(parents=True)
+    (v1 / "cpu.cfs_quota_us").write_text("300000\n")
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
     assert _threads.configured_size() == 3
-    (tmp_path / "q").write_text("-1\n")
+    (v1 / "cpu.cfs_quota_us").write_text("-1\n")
     assert _threads.configured_size() == 8
 
 

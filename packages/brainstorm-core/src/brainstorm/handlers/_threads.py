@@ -95,33 +95,63 @@ def configured_size():
     return cpus if quota is None else max(1, min(cpus, quota))
 
 
-#: Where cgroup v2 and v1 keep the CPU quota of this process's group (containers).
-_CGROUP_FILES = {
-    "v2": "/sys/fs/cgroup/cpu.max",
-    "v1": ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us"),
-}
+#: Where the cgroup file systems and this process's groups are (see _cgroup_cpu_quota).
+_CGROUP = {"root": "/sys/fs/cgroup", "self": "/proc/self/cgroup"}
 
 
 def _cgroup_cpu_quota():
-    """The CPUs a container may use (its CPU quota, rounded up), or None if unlimited
-    or unknown: spinning threads beyond the quota would only throttle the group."""
+    """The CPUs this process's control groups may use (the smallest CPU quota of
+    its group and the groups above it, rounded up), or None if unlimited or
+    unknown: spinning threads beyond the quota would only throttle the group."""
+    root = _CGROUP["root"]
     try:
-        with open(_CGROUP_FILES["v2"]) as f:
+        with open(_CGROUP["self"]) as f:
+            lines = [line.strip().split(":", 2) for line in f if line.strip()]
+    except OSError:
+        lines = []
+    quotas = []
+    for fields in lines:
+        if len(fields) != 3:
+            continue
+        _, controllers, path = fields
+        if controllers == "":  # cgroup v2
+            folders = [os.path.join(root, path.lstrip("/"))]
+            quota_of = _cgroup2_quota
+        elif "cpu" in controllers.split(","):  # cgroup v1
+            folders = [os.path.join(root, name, path.lstrip("/")) for name in (controllers, "cpu")]
+            quota_of = _cgroup1_quota
+        else:
+            continue
+        for folder in dict.fromkeys(folders):
+            while True:  # this group and every group above it
+                quota = quota_of(folder)
+                if quota is not None:
+                    quotas.append(quota)
+                if os.path.normpath(folder) == os.path.normpath(root) or folder in ("", "/"):
+                    break
+                folder = os.path.dirname(os.path.normpath(folder))
+                if not folder.startswith(os.path.normpath(root)):
+                    break
+    return min(quotas) if quotas else None
+
+
+def _cgroup2_quota(folder):
+    try:
+        with open(os.path.join(folder, "cpu.max")) as f:
             quota, period = f.read().split()[:2]
-        if quota == "max":
-            return None
-    except (OSError, ValueError):
-        try:
-            paths = _CGROUP_FILES["v1"]
-            with open(paths[0]) as f, open(paths[1]) as g:
-                quota, period = f.read().strip(), g.read().strip()
-            if int(quota) <= 0:
-                return None
-        except (OSError, ValueError):
-            return None
+        return None if quota == "max" else max(1, -(-int(quota) // int(period)))
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
+
+
+def _cgroup1_quota(folder):
     try:
-        return -(-int(quota) // int(period))
-    except (ValueError, ZeroDivisionError):
+        with open(os.path.join(folder, "cpu.cfs_quota_us")) as f:
+            quota = int(f.read().strip())
+        with open(os.path.join(folder, "cpu.cfs_period_us")) as f:
+            period = int(f.read().strip())
+        return None if quota <= 0 else max(1, -(-quota // period))
+    except (OSError, ValueError, ZeroDivisionError):
         return None
 
 
