@@ -452,6 +452,19 @@ def test_convolution_chunks_shared_between_threads_agree_with_the_reference(
 
 
 @shared_team
+def test_image_chunks_are_even_and_a_multiple_of_the_team_in_a_session():
+    size = _threads.team().size
+    with NumpyHandler().session():
+        for n, per_image in ((100, 30720), (100, 84000), (7, 1 << 19), (1, 5)):
+            chunks = numpy_handler._image_chunks(n, per_image)
+            lengths = [stop - start for start, stop in chunks]
+            assert sum(lengths) == n and chunks[0][0] == 0 and chunks[-1][1] == n
+            assert max(lengths) - min(lengths) <= 1
+            assert len(chunks) % size == 0 or len(chunks) == n
+            assert max(lengths) <= max(1, numpy_handler._COLUMNS_PER_CHUNK // per_image)
+
+
+@shared_team
 def test_max_pooling_chunks_shared_between_threads_agree_with_the_reference(monkeypatch):
     monkeypatch.setattr(numpy_handler, "_CHUNK", 64)  # many chunks
     rng = np.random.RandomState(3)

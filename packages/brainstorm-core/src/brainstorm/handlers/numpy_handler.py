@@ -755,11 +755,21 @@ _FLIPPED_MIN_CHANNELS = 8
 
 
 def _image_chunks(n, floats_per_image, floats_per_chunk=None):
-    """``(start, stop)`` chunks of ``n`` images of about ``floats_per_chunk`` floats
-    (default ``_COLUMNS_PER_CHUNK``)."""
+    """``(start, stop)`` chunks of ``n`` images of at most about ``floats_per_chunk``
+    floats (default ``_COLUMNS_PER_CHUNK``).
+
+    In an open session the number of chunks is a multiple of the team's size
+    and the chunks are as even as can be, so that no thread gets more work
+    than another (3 chunks on 2 threads would take as long as 4).
+    """
     per_chunk = floats_per_chunk or _COLUMNS_PER_CHUNK
     per_chunk = max(1, per_chunk // max(1, floats_per_image))
-    return [(start, min(start + per_chunk, n)) for start in range(0, n, per_chunk)]
+    count = -(-n // per_chunk)
+    team = _active_team()
+    if team is not None and count > 0:
+        count = min(n, -(-count // team.size) * team.size)
+    bounds = [n * i // count for i in range(count + 1)] if count else [0]
+    return [(start, stop) for start, stop in zip(bounds, bounds[1:]) if stop > start]
 
 
 def _scratch(out, *inputs):
