@@ -1,6 +1,7 @@
 """The NumpyHandler's own threads: the team, sessions and the ops they share."""
 
 import os
+import signal
 import sys
 import threading
 
@@ -18,6 +19,9 @@ from brainstorm.testing.handler_conformance import (
 
 needs_spin_locks = pytest.mark.skipif(
     _threads._spin_functions() is None, reason="no pthread spin locks here"
+)
+needs_main_thread = pytest.mark.skipif(
+    threading.current_thread() is not threading.main_thread(), reason="signals need the main thread"
 )
 
 
@@ -195,12 +199,8 @@ def test_a_child_forked_inside_a_session_leaves_it_and_has_its_own_helpers(team)
 
 
 @needs_spin_locks
-@pytest.mark.skipif(
-    threading.current_thread() is not threading.main_thread(), reason="signals need the main thread"
-)
+@needs_main_thread
 def test_keyboard_interrupt_in_a_session_arrives_when_it_ends_and_the_team_stays_sound(team):
-    import signal
-
     reached = []
 
     def interrupted_job():
@@ -224,12 +224,8 @@ def test_keyboard_interrupt_in_a_session_arrives_when_it_ends_and_the_team_stays
 
 
 @needs_spin_locks
-@pytest.mark.skipif(
-    threading.current_thread() is not threading.main_thread(), reason="signals need the main thread"
-)
+@needs_main_thread
 def test_a_handler_installed_during_a_session_is_kept_and_gets_the_deferred_signal(team):
-    import signal
-
     got = []
     previous = signal.signal(signal.SIGUSR1, lambda number, frame: got.append("old"))
     try:
@@ -245,12 +241,8 @@ def test_a_handler_installed_during_a_session_is_kept_and_gets_the_deferred_sign
 
 
 @needs_spin_locks
-@pytest.mark.skipif(
-    threading.current_thread() is not threading.main_thread(), reason="signals need the main thread"
-)
+@needs_main_thread
 def test_every_deferred_signal_is_delivered_and_chained_handlers_still_work(team):
-    import signal
-
     got = []
     previous = signal.signal(signal.SIGUSR1, lambda number, frame: got.append("usr1"))
     try:
@@ -270,12 +262,8 @@ def test_every_deferred_signal_is_delivered_and_chained_handlers_still_work(team
 
 @needs_spin_locks
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-@pytest.mark.skipif(
-    threading.current_thread() is not threading.main_thread(), reason="signals need the main thread"
-)
+@needs_main_thread
 def test_a_child_forked_during_a_session_gets_the_signal_handlers_back(team):
-    import signal
-
     original = signal.getsignal(signal.SIGINT)
     with team.session():
         assert signal.getsignal(signal.SIGINT) is not original  # deferred here

@@ -35,7 +35,7 @@ import threading
 import numpy as np
 
 from brainstorm.handlers import _blas, _threads
-from brainstorm.handlers.base_handler import PreparedMatrix
+from brainstorm.handlers.base_handler import PreparedMatrix, block_widths
 
 __all__ = ["PackedMatrix", "add_products", "available"]
 
@@ -250,18 +250,7 @@ def add_products(a_blocks, packed, out_blocks):
         if any(np.may_share_memory(out, m) for m in (*a_blocks, matrix)):
             return False
     batch = a_blocks[0].shape[0]
-    if any(m.shape[0] != batch for m in (*a_blocks, *out_blocks)):
-        raise ValueError(
-            "dot_add_blocks: the blocks have different numbers of rows: "
-            f"{[m.shape for m in a_blocks]} and {[m.shape for m in out_blocks]}"
-        )
-    widths_k = [m.shape[1] for m in a_blocks]
-    widths_n = [m.shape[1] for m in out_blocks]
-    if (sum(widths_k), sum(widths_n)) != packed.shape:
-        raise ValueError(
-            f"dot_add_blocks: blocks of widths {widths_k} and {widths_n} do not fit a "
-            f"prepared matrix of shape {packed.shape}"
-        )
+    widths_k, widths_n = block_widths(a_blocks, packed, out_blocks)
     if batch == 0 or packed.shape[0] == 0 or packed.shape[1] == 0:
         return True
     tasks = _tasks(kernels, a_blocks, packed, out_blocks, widths_k, widths_n)

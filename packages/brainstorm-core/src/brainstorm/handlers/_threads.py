@@ -231,12 +231,8 @@ class Team:
     @property
     def active(self):
         """Whether :meth:`run` would share work now (a session of this thread is open)."""
-        return (
-            self._depth > 0
-            and self._owner == threading.get_ident()
-            and not self._running
-            and self._pid == os.getpid()
-        )
+        # (a forked child's teams are reset at the fork: _depth 0)
+        return self._depth > 0 and self._owner == threading.get_ident() and not self._running
 
     @contextlib.contextmanager
     def session(self, on_open=None, on_close=None):

@@ -35,7 +35,7 @@ import contextlib
 from brainstorm import randomness
 from brainstorm.describable import Describable
 
-__all__ = ["Handler", "PreparedMatrix", "block_pairs"]
+__all__ = ["Handler", "PreparedMatrix", "block_pairs", "block_widths"]
 
 
 def _abstract(handler, op):
@@ -76,6 +76,29 @@ class PreparedMatrix:
         return f"{type(self).__name__}(shape={self.shape}, transpose={self.transpose})"
 
 
+def block_widths(a_blocks, prepared, out_blocks):
+    """``(widths of a_blocks, widths of out_blocks)`` of a ``dot_add_blocks`` call.
+
+    Raises:
+        ValueError: the blocks have different numbers of rows, or their widths
+            do not fit the prepared matrix.
+    """
+    rows = {int(m.shape[0]) for m in (*a_blocks, *out_blocks)}
+    if len(rows) > 1:
+        raise ValueError(
+            "dot_add_blocks: the blocks have different numbers of rows: "
+            f"{[tuple(m.shape) for m in a_blocks]} and {[tuple(m.shape) for m in out_blocks]}"
+        )
+    k_sizes = [int(a.shape[1]) for a in a_blocks]
+    n_sizes = [int(out.shape[1]) for out in out_blocks]
+    if (sum(k_sizes), sum(n_sizes)) != tuple(prepared.shape):
+        raise ValueError(
+            f"dot_add_blocks: blocks of widths {k_sizes} and {n_sizes} do not fit a "
+            f"prepared matrix of shape {tuple(prepared.shape)}"
+        )
+    return k_sizes, n_sizes
+
+
 def block_pairs(a_blocks, prepared, out_blocks):
     """The products that make up ``dot_add_blocks(a_blocks, prepared, out_blocks)``.
 
@@ -84,15 +107,9 @@ def block_pairs(a_blocks, prepared, out_blocks):
     (a view of the prepared :class:`PreparedMatrix`).
 
     Raises:
-        ValueError: the widths of the blocks do not fit the prepared matrix.
+        ValueError: see :func:`block_widths`.
     """
-    k_sizes = [int(a.shape[1]) for a in a_blocks]
-    n_sizes = [int(out.shape[1]) for out in out_blocks]
-    if (sum(k_sizes), sum(n_sizes)) != tuple(prepared.shape):
-        raise ValueError(
-            f"dot_add_blocks: blocks of widths {k_sizes} and {n_sizes} do not fit a "
-            f"prepared matrix of shape {tuple(prepared.shape)}"
-        )
+    k_sizes, n_sizes = block_widths(a_blocks, prepared, out_blocks)
     n0 = 0
     for out, n_size in zip(out_blocks, n_sizes):
         k0 = 0

@@ -25,20 +25,26 @@ __all__ = ["NumpyHandler"]
 def _shared_elementwise(method):
     """Split an elementwise op over large arrays between the threads of an open session.
 
-    The arrays (``None`` allowed, e.g. an unused ``x``) are cut along their first
-    axis; only when all have the same shape and any two are either the very same
-    view or do not overlap at all.
+    The arrays are cut along their first axis (scalars and ``None``, e.g. an
+    unused ``x``, are passed on as they are); only when all arrays have the same
+    shape and any two are either the very same view or do not overlap at all.
     """
 
     @functools.wraps(method)
     def op(self, *arrays):
+        # (the size first: this runs for every small op of a recurrent step)
+        out = arrays[-1] if isinstance(arrays[-1], np.ndarray) else arrays[0]
+        if not isinstance(out, np.ndarray) or out.size < _SHARED_ELEMENTS:
+            return method(self, *arrays)
         team = _active_team()
         if team is None or not _splittable(arrays):
             return method(self, *arrays)
-        pieces = _shares(arrays[-1].shape[0], team.size)
+        pieces = _shares(out.shape[0], team.size)
         team.run(
             [
-                functools.partial(method, self, *(None if a is None else a[i:j] for a in arrays))
+                functools.partial(
+                    method, self, *(a[i:j] if isinstance(a, np.ndarray) else a for a in arrays)
+                )
                 for i, j in pieces
             ]
         )
@@ -141,14 +147,9 @@ class NumpyHandler(Handler):
     def copy_to_if(self, src, dest, cond):
         np.copyto(dest, src, where=cond != 0)
 
+    @_shared_elementwise  # e.g. clearing the whole backward buffer
     def fill(self, mem, val):
-        team = _active_team()
-        if team is None or not _splittable([mem]):
-            mem.fill(val)
-            return
-        # e.g. clearing the whole backward buffer: shared between the threads
-        pieces = _shares(mem.shape[0], team.size)
-        team.run([functools.partial(mem[i:j].fill, val) for i, j in pieces])
+        mem.fill(val)
 
     def fill_if(self, mem, val, cond):
         np.copyto(mem, self._scalar(val), where=cond != 0)
@@ -819,14 +820,14 @@ def _shares(total, parts, align=1):
 _SHARED_ELEMENTS = 1 << 17
 
 
-def _splittable(arrays):
-    present = [a for a in arrays if a is not None]
+def _splittable(arguments):
+    if any(not isinstance(a, np.ndarray) and a is not None and np.ndim(a) != 0 for a in arguments):
+        return False  # (something array-like that is not an array)
+    present = [a for a in arguments if isinstance(a, np.ndarray)]
     out = present[-1]
-    if not isinstance(out, np.ndarray) or out.size < _SHARED_ELEMENTS or out.ndim == 0:
+    if out.size < _SHARED_ELEMENTS or out.ndim == 0 or out.shape[0] < 2:
         return False
-    if out.shape[0] < 2 or any(
-        not isinstance(a, np.ndarray) or a.shape != out.shape for a in present
-    ):
+    if any(a.shape != out.shape for a in present):
         return False
     for i, a in enumerate(present):
         for b in present[i + 1 :]:
@@ -847,12 +848,12 @@ def _shared_product(a, b, out, beta):
     with a one-thread BLAS call.
     False (nothing written) when no session is open, the product is small or the
     arrays do not suit the BLAS (the caller then computes it alone)."""
-    team = _active_team()
-    if team is None:
-        return False
     m, k = a.shape
     n = b.shape[1]
-    if 2.0 * m * k * n < _SHARED_FLOPS or not _blas.gemm_accepts(a, b, out):
+    if 2.0 * m * k * n < _SHARED_FLOPS:  # (first: cheaper than finding the team)
+        return False
+    team = _active_team()
+    if team is None or not _blas.gemm_accepts(a, b, out):
         return False
     if k >= _REDUCTION_SPLIT * max(m, n):
         # a long reduction (weight gradients over a whole batch): split along K,
