@@ -191,8 +191,9 @@ class RecurrentLayerBase(Layer):
             G: time-ordered ``(T, B, G*S)`` pre-activations (written).
         """
         _h, flat_G = self.handler, flatten_time(G)
-        _h.dot_mm(flatten_time_and_features(buffers.inputs.default), W, flat_G, transb=True)
-        _h.add_mv(flat_G, b.reshape((1, W.shape[0])), flat_G)
+        # the biases first, the product added onto them: no extra pass over G
+        _h.broadcast_t(b.reshape((1, W.shape[0])), 0, flat_G)
+        _h.dot_add_mm(flatten_time_and_features(buffers.inputs.default), W, flat_G, transb=True)
 
     def project_inputs_backward(self, buffers, dG, W, dW, db):
         """The backward pass of :meth:`project_inputs` for all time steps at once.

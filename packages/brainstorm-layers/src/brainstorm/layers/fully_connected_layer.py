@@ -96,8 +96,9 @@ class FullyConnectedLayerImpl(Layer):
         y = flatten_time_and_features(buffers.outputs.default)
         H = flatten_time_and_features(buffers.internals.H)
 
-        _h.dot_mm(x, W, H, transb=True)
-        _h.add_mv(H, bias.reshape((1, bias.shape[0])), H)
+        # the bias first, the product added onto it: no extra pass over H
+        _h.broadcast_t(bias.reshape((1, bias.shape[0])), 0, H)
+        _h.dot_add_mm(x, W, H, transb=True)
         _h.act_func[self.activation](H, y)
 
     def backward_pass(self, buffers):
