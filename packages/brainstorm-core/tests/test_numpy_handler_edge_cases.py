@@ -39,6 +39,37 @@ def test_max_pooling_of_a_padded_row_wider_than_65535_pixels():
     np.testing.assert_array_equal(found, argmax)
 
 
+@pytest.mark.parametrize(
+    "width, window, padding",
+    [
+        (120, (3, 3), 1),  # window offsets up to 2 * 122 + 2 = 246: uint8
+        (124, (3, 3), 1),  # 2 * 126 + 2 = 254: the largest uint8 case
+        (125, (3, 3), 1),  # 2 * 127 + 2 = 256: uint16
+        (254, (1, 2), 1),  # the padded width 256 itself no longer fits uint8
+        (300, (2, 3), 0),
+    ],
+)
+def test_max_pooling_around_the_limits_of_its_window_offset_types(width, window, padding):
+    from brainstorm.testing.handler_conformance import (
+        reference_maxpool2d_backward,
+        reference_maxpool2d_forward,
+    )
+
+    h = NumpyHandler(np.float64)
+    rng = np.random.RandomState(1)
+    # few distinct values: ties everywhere, the first maximum must win
+    x = rng.randint(0, 3, size=(2, 4, width, 2)).astype(np.float64)
+    expected, argmax = reference_maxpool2d_forward(x, window, padding, (1, 1))
+    outputs, found = np.zeros(expected.shape), np.zeros(expected.shape)
+    h.maxpool2d_forward_batch(x, window, outputs, padding, (1, 1), found)
+    np.testing.assert_array_equal(outputs, expected)
+    np.testing.assert_array_equal(found, argmax)
+    deltas = rng.randn(*expected.shape)
+    in_deltas = np.zeros(x.shape)
+    h.maxpool2d_backward_batch(x, window, outputs, padding, (1, 1), found, in_deltas, deltas)
+    np.testing.assert_allclose(in_deltas, reference_maxpool2d_backward(x, argmax, deltas))
+
+
 def test_sigmoid_keeps_relative_precision_in_the_negative_tail():
     h = NumpyHandler(np.float32)
     x = np.array([-30, -17, -12, -6.5, -1, 0, 3, 20], dtype=np.float32)

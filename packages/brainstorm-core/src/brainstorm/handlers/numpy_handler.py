@@ -581,8 +581,8 @@ class NumpyHandler(Handler):
         padded = self._pad(inputs, padding, -np.inf, role="max pooling")
         hp, wp = padded.shape[1:3]
         # (the padded width itself must fit too: k // wp gives a winner's row)
-        small = max((kh - 1) * wp + kw - 1, wp) < 1 << 16
-        kind = np.uint16 if small else np.int64
+        largest_k = max((kh - 1) * wp + kw - 1, wp)
+        kind = np.uint8 if largest_k < 1 << 8 else np.uint16 if largest_k < 1 << 16 else np.int64
         # the index arithmetic runs in the handler's float type where that is exact
         exact = (hp * wp + 1) * c < 2 ** (np.finfo(self.dtype).nmant + 1)
         index_type = self.dtype if exact else np.dtype(np.int64)
@@ -608,7 +608,8 @@ class NumpyHandler(Handler):
                 candidate = images[:, :, j : j + last_x : sw]
                 np.greater(candidate, r_best, out=r_better)  # strict: the first wins
                 np.maximum(r_best, candidate, out=r_best)
-                np.multiply(r_better, kind(j), out=r_step)
+                # (the mask read as uint8: multiplying a bool array casts, 3x slower)
+                np.multiply(r_better.view(np.uint8), kind(j), out=r_step)
                 np.maximum(r_k, r_step, out=r_k)
             best, part_k = outputs[start:stop], buffers.best_k[:m]
             part_step, part_better = buffers.step[:m], buffers.better[:m]
@@ -619,7 +620,7 @@ class NumpyHandler(Handler):
                 np.greater(candidate, best, out=part_better)
                 np.maximum(best, candidate, out=best)
                 np.add(r_k[:, i : i + last_y : sh], kind(i * wp), out=part_step)
-                np.multiply(part_step, part_better, out=part_step)
+                np.multiply(part_step, part_better.view(np.uint8), out=part_step)
                 np.maximum(part_k, part_step, out=part_k)
             # in-image index: corner + (i * W + j) * C = corner + (k - i * 2p) * C
             part_argmax = argmax[start:stop] if exact else buffers.index[:m]
