@@ -509,6 +509,87 @@ def test_packed_block_products_agree_with_numpy(in_session, transpose):
     np.testing.assert_allclose(out, expected, rtol=2e-4, atol=2e-4)
 
 
+@needs_packed
+@pytest.mark.parametrize("in_session", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_packed_products_of_many_rows_run_in_chunks_and_agree_with_numpy(
+    in_session, dtype, monkeypatch
+):
+    if not _packed.available(dtype):
+        pytest.skip(f"no packing routines for {np.dtype(dtype)}")
+    monkeypatch.setattr(_packed, "CHUNK_BYTES", 4096)  # chunks of a few rows
+    rng = np.random.RandomState(6)
+    h = NumpyHandler(dtype)
+    k_widths, n_widths = [20, 7], [70, 33]
+    k, n = sum(k_widths), sum(n_widths)
+    for rows in (61, 200):  # (61: the last chunk shorter than the others)
+        # fresh matrices: in a session both threads pack the same blocks at once
+        for _repeat in range(20):
+            matrix = rng.randn(n, k).astype(dtype)
+            a = rng.randn(rows, k).astype(dtype)
+            out = rng.randn(rows, n + 1).astype(dtype)
+            expected = out.astype(np.float64)
+            expected[:, :n] += a.astype(np.float64) @ matrix.T.astype(np.float64)
+            prepared = h.prepare_matrix(matrix, transpose=True)
+            blocks = ([a[:, :20], a[:, 20:]], prepared, [out[:, :70], out[:, 70:103]])
+            if in_session:
+                with h.session():
+                    h.dot_add_blocks(*blocks)
+            else:
+                h.dot_add_blocks(*blocks)
+            tolerance = 2e-4 if dtype == np.float32 else 1e-10
+            np.testing.assert_allclose(out, expected, rtol=tolerance, atol=tolerance)
+    assert len(_packed._row_chunks(200, k * np.dtype(dtype).itemsize, 2)) > 2
+
+
+@needs_packed
+def test_threads_packing_the_same_block_at_once_both_use_the_one_that_is_kept():
+    # Each thread's tasks hold raw pointers into the packed block: a thread that
+    # went on with its own copy, while the matrix kept the other one, would read
+    # freed memory once its copy is gone.
+    kernels = _packed._kernels_for(np.float32)
+    both_packing = threading.Barrier(2, timeout=10)
+
+    class Kernels:  # the real routines, with both threads inside the packing at once
+        def __getattr__(self, name):
+            return getattr(kernels, name)
+
+        def pack_column_major(self, *args):
+            both_packing.wait()
+            return kernels.pack_column_major(*args)
+
+        def pack_row_major(self, *args):
+            both_packing.wait()
+            return kernels.pack_row_major(*args)
+
+    matrix = np.random.RandomState(7).randn(40, 30).astype(np.float32)
+    prepared = _packed.PackedMatrix(matrix, transpose=True)
+    got = [None, None]
+
+    def pack(i):
+        got[i] = prepared.packed_block(Kernels(), 0, 40, 0, 30)
+
+    threads = [threading.Thread(target=pack, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    kept = prepared._blocks[(0, 40, 0, 30)]
+    assert got[0] is kept and got[1] is kept
+
+
+def test_row_chunks_are_even_multiples_of_8_and_of_the_team(monkeypatch):
+    monkeypatch.setattr(_packed, "CHUNK_BYTES", 1000)
+    assert _packed._row_chunks(10, 100, 2) == [(0, 10)]  # 1000 bytes fit
+    for batch, parts in ((61, 2), (200, 2), (203, 3), (5000, 4)):
+        chunks = _packed._row_chunks(batch, 40, parts)
+        assert chunks[0][0] == 0 and chunks[-1][1] == batch
+        assert all(stop == start for (_, stop), (start, _) in zip(chunks, chunks[1:]))
+        assert all((stop - start) % 8 == 0 for start, stop in chunks[:-1])
+        assert all((stop - start) * 40 <= 1000 + 8 * 40 for start, stop in chunks)
+        assert len(chunks) % parts == 0 or len(chunks) * 8 >= batch
+
+
 def test_block_products_without_the_packing_routines(monkeypatch):
     monkeypatch.setitem(_packed._state, "loaded", True)
     monkeypatch.setitem(_packed._state, "kernels", {})

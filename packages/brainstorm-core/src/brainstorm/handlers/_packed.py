@@ -197,7 +197,8 @@ class PackedMatrix(PreparedMatrix):
             view = self.matrix[n0:n1, k0:k1].T if self.transpose else self.matrix[k0:k1, n0:n1]
             m_size, k_size = n1 - n0, k1 - k0
             block = _aligned_empty(m_size * k_size, kernels.dtype)  # (two threads may
-            # pack the same block at once; either result is right)
+            # pack the same block at once: the first one kept is used by both, so
+            # that no task is left pointing into a block nobody holds)
             s0, s1 = view.strides
             item = view.itemsize
             if s1 == item and s0 % item == 0 and s0 // item >= m_size:
@@ -212,7 +213,7 @@ class PackedMatrix(PreparedMatrix):
                 kernels.pack_row_major(
                     k_size, m_size, rows.ctypes.data, _row_stride(rows), block.ctypes.data
                 )
-            self._blocks[key] = block
+            block = self._blocks.setdefault(key, block)
         return block
 
     def scratch(self, size):
@@ -253,15 +254,61 @@ def add_products(a_blocks, packed, out_blocks):
     widths_k, widths_n = block_widths(a_blocks, packed, out_blocks)
     if batch == 0 or packed.shape[0] == 0 or packed.shape[1] == 0:
         return True
-    tasks = _tasks(kernels, a_blocks, packed, out_blocks, widths_k, widths_n)
     flops = 2.0 * batch * packed.shape[0] * packed.shape[1]
     team = _threads.team()
-    if flops >= PARALLEL_FLOPS and team is not None and team.active:
-        parts = team.size
+    parts = team.size if flops >= PARALLEL_FLOPS and team is not None and team.active else 1
+    chunks = _row_chunks(batch, sum(widths_k) * np.dtype(dtype).itemsize, parts)
+    if len(chunks) > 1:
+        # many rows (e.g. all time steps at once): chunks of rows whose packed
+        # left operand stays in the cache while the kernel runs over it, dealt
+        # out to the threads (each packs its own chunks)
+        def rows(my_chunks):
+            for start, stop in my_chunks:
+                tasks = _tasks(
+                    kernels,
+                    [a[start:stop] for a in a_blocks],
+                    packed,
+                    [out[start:stop] for out in out_blocks],
+                    widths_k,
+                    widths_n,
+                )
+                _run_tasks(kernels, tasks, stop - start, None)
+
+        if parts > 1:
+            team.run([lambda i=i: rows(chunks[i::parts]) for i in range(parts)])
+        else:
+            rows(chunks)
+        return True
+    tasks = _tasks(kernels, a_blocks, packed, out_blocks, widths_k, widths_n)
+    if parts > 1:
         team.run([lambda i=i: _run_tasks(kernels, tasks, batch, (i, parts)) for i in range(parts)])
     else:
         _run_tasks(kernels, tasks, batch, None)
     return True
+
+
+#: Most bytes of packed left operand (rows times the reduction) one kernel call
+#: streams through for every panel of the matrix: more rows than that are done
+#: in chunks (the whole would come from memory again for every panel).
+CHUNK_BYTES = 4 << 20
+
+
+def _row_chunks(batch, bytes_per_row, parts):
+    """``(start, stop)`` chunks of the ``batch`` rows of a product: one chunk when
+    all fit :data:`CHUNK_BYTES`, else as even as can be, their number a multiple
+    of ``parts`` (the threads sharing them), each a multiple of 8 rows but the last."""
+    if batch * bytes_per_row <= CHUNK_BYTES:
+        return [(0, batch)]
+    count = -(-batch * bytes_per_row // CHUNK_BYTES)
+    count = -(-count // parts) * parts
+    units = -(-batch // 8)  # blocks of 8 rows, dealt out as evenly as can be
+    count = min(count, units)
+    chunks, start = [], 0
+    for index in range(count):
+        stop = min(batch, start + 8 * (units // count + (index < units % count)))
+        chunks.append((start, stop))
+        start = stop
+    return chunks
 
 
 def _tasks(kernels, a_blocks, packed, out_blocks, widths_k, widths_n):
