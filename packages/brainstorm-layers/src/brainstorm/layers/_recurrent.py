@@ -236,6 +236,30 @@ class RecurrentLayerBase(Layer):
         _h.dot_mm(flat_dG, x, dW, transa=True)
         _h.sum_t(flat_dG, axis=0, out=db)
 
+    def project_inputs_backward_blocks(self, buffers, dblocks, W, dWs, dbs):
+        """The backward pass of :meth:`project_inputs_into_blocks`.
+
+        The input deltas (unless ``default`` is among the layer's
+        ``inputs_without_deltas``) in one product with the stacked weights;
+        overwrites every ``dWs[j]`` and ``dbs[j]``.
+
+        Args:
+            buffers: the layer's BufferView.
+            dblocks: time-ordered ``(T, B, S_j)`` deltas of the pre-activations.
+            W: ``(sum S_j, F)`` the stacked input weights.
+            dWs: the ``(S_j, F)`` gradients of the blocks' weights (written).
+            dbs: the ``(S_j,)`` gradients of their biases (written).
+        """
+        _h = self.handler
+        flat = [flatten_time(d) for d in dblocks]
+        x = flatten_time_and_features(buffers.inputs.default)
+        if "default" not in self.inputs_without_deltas:  # nobody reads the data's deltas
+            dx = flatten_time_and_features(buffers.input_deltas.default)
+            _h.dot_add_blocks(flat, _h.prepare_matrix(W), [dx])
+        for delta, dW, db in zip(flat, dWs, dbs):
+            _h.dot_mm(delta, x, dW, transa=True)
+            _h.sum_t(delta, axis=0, out=db)
+
     def parameter_shapes_for(self, size, in_size):
         """OrderedDict of the parameters' BufferStructures."""
         raise NotImplementedError

@@ -221,9 +221,12 @@ class LstmLayerImpl(RecurrentLayerBase):
                 _h.mult_add_mv(dIa[t], p.pi, dCa[before])
                 _h.mult_add_mv(dFa[t], p.pf, dCa[before])
 
-        for gate, weights, recurrent, bias in zip(_GATES, _WEIGHTS, _RECURRENT, _BIASES):
-            delta = internals["d" + gate]
-            self.project_inputs_backward(buffers, delta, p[weights], g[weights], g[bias])
+        deltas = [dZa, dIa, dFa, dOa]
+        W = consecutive(p, _WEIGHTS).reshape((4 * S, p.Wz.shape[1]))
+        self.project_inputs_backward_blocks(
+            buffers, deltas, W, [g[w] for w in _WEIGHTS], [g[b] for b in _BIASES]
+        )
+        for delta, recurrent in zip(deltas, _RECURRENT):
             steps.set_recurrent_gradient(_h, delta, g[recurrent])
         # peepholes: dpi = sum dIa * c_prev, dpf = sum dFa * c_prev, dpo = sum dOa * c,
         # with dY (used up) as scratch space
