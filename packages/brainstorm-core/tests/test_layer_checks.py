@@ -104,3 +104,39 @@ def test_the_garbage_check_verifies_a_claim_to_overwrite_gradients():
     check_layer(_scale_claiming_overwrite(adds=False), {"default": (4,)}, time_steps=2)
     with pytest.raises(AssertionError, match="gradients of 'w' depend"):
         check_layer(_scale_claiming_overwrite(adds=True), {"default": (4,)}, time_steps=2)
+
+
+def _leaky_claiming_overwritten_internals(writes_first):
+    """Leaky that claims to overwrite its backward-only internal ``acc`` (variable
+    size here); unless ``writes_first`` it reads it before writing: a false claim."""
+
+    class ScratchLeakyLayerImpl(LeakyLayerImpl):
+        overwrites_backward_internals = ("scratch",)
+
+        def setup(self, kwargs, in_shapes):
+            outputs, parameters, internals = super().setup(kwargs, in_shapes)
+            internals["scratch"] = BufferStructure("T", "B", self.F, is_backward_only=True)
+            return outputs, parameters, internals
+
+        def backward_pass(self, buffers):
+            scratch = buffers.internals.scratch
+            dy = buffers.output_deltas.default[: scratch.shape[0]]
+            if writes_first:
+                self.handler.copy_to(dy, scratch)
+            else:  # adds to whatever was there
+                self.handler.add_tt(scratch, dy, scratch)
+            self.handler.copy_to(scratch, dy)
+            super().backward_pass(buffers)
+
+    return ConstructionWrapper.create(ScratchLeakyLayerImpl, bug=None)
+
+
+def test_the_garbage_check_verifies_a_claim_to_overwrite_backward_internals():
+    check_layer(_leaky_claiming_overwritten_internals(True), {"default": (3,)}, time_steps=3)
+    with pytest.raises(AssertionError, match="depend on what was in the buffers"):
+        check_layer(
+            _leaky_claiming_overwritten_internals(False),
+            {"default": (3,)},
+            time_steps=3,
+            checks=("garbage",),
+        )

@@ -189,3 +189,39 @@ def test_gradients_of_layers_that_overwrite_them_are_not_zeroed_before_backward(
     net.backward_pass()
     for name, value in reference.items():
         np.testing.assert_array_equal(net.buffer[name].gradients.w, value)
+
+
+def test_backward_internals_a_layer_overwrites_are_not_zeroed_before_backward():
+    from core_test_layers import ScaleLayerImpl
+
+    class WithScratchLayerImpl(ScaleLayerImpl):
+        overwrites_backward_internals = ("kept", "no_such_internal")
+
+        def setup(self, kwargs, in_shapes):
+            outputs, parameters, internals = super().setup(kwargs, in_shapes)
+            shape = in_shapes["default"].feature_shape
+            internals["kept"] = BufferStructure("T", "B", *shape, is_backward_only=True)
+            internals["zeroed"] = BufferStructure("T", "B", *shape, is_backward_only=True)
+            internals["forward"] = BufferStructure("T", "B", *shape)
+            return outputs, parameters, internals
+
+    inp = bs.layers.Input({"default": ("T", "B", 3)})
+    layer = ConstructionWrapper.create(WithScratchLayerImpl, name="Scratch")
+    inp >> Scale(name="First") >> layer >> SumLoss()
+    net = bs.Network.from_layer(layer)
+    net.provide_external_data({"default": np.ones((2, 4, 3))})
+    views = net.buffer.Scratch
+    for view in (views.internals.kept, views.internals.zeroed, views.internals.forward):
+        view[...] = 7.0
+    net.buffer.First.output_deltas.default[...] = 7.0
+    net.buffer_manager.clear_backward_buffers()
+    assert np.all(views.internals.kept == 7.0)  # left for the layer to write
+    assert np.all(views.internals.zeroed == 0.0)
+    assert np.all(views.internals.forward == 7.0)  # forward internals are never zeroed
+    assert np.all(net.buffer.First.output_deltas.default == 0.0)
+    net.buffer_manager.resize(5, 2)  # the same after carving the views again
+    views = net.buffer.Scratch
+    views.internals.kept[...] = 7.0
+    views.internals.zeroed[...] = 7.0
+    net.buffer_manager.clear_backward_buffers()
+    assert np.all(views.internals.kept == 7.0) and np.all(views.internals.zeroed == 0.0)

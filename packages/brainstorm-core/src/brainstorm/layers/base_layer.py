@@ -17,7 +17,8 @@ Rules for implementations:
 * ``backward_pass`` must ADD into input deltas (several layers can feed one
   delta buffer); gradient buffers are zeroed before each backward pass, unless
   the layer sets ``overwrites_gradients = True`` (it then WRITES every one of
-  its gradients, and the network skips zeroing them).
+  its gradients, and the network skips zeroing them). Backward-only internals
+  are zeroed too, except those named in ``overwrites_backward_internals``.
 * Optional non-trainable state (e.g. running statistics) is declared by
   ``setup_states`` and given initial values by ``initialize_states``; it is
   saved with the network but never touched by steppers, initializers or
@@ -56,6 +57,13 @@ class Layer:
     #: the network need not zero them before each backward pass (checked by the
     #: ``garbage`` check of :func:`brainstorm.testing.check_layer`).
     overwrites_gradients = False
+    #: Names of backward-only internals that ``backward_pass`` writes completely
+    #: before it reads them, so the network need not zero them before each
+    #: backward pass (checked by the ``garbage`` check of
+    #: :func:`brainstorm.testing.check_layer`, which fills them with noise).
+    #: Other names (e.g. of internals a layer has only with some arguments)
+    #: change nothing.
+    overwrites_backward_internals = ()
     computes_no_gradients_for = ()
     takes_no_output_deltas_from = ()
     #: How passes chained by context (``net.get_context()`` /

@@ -47,10 +47,12 @@ _MAX_PERMUTED_SOURCES = 8
 class _Hub:
     """A block of memory shared by some buffers along the last feature axis."""
 
-    def __init__(self, buffer_type, prefix, backward):
+    def __init__(self, buffer_type, prefix, backward, zeroed=True):
         self.buffer_type = buffer_type
         self.prefix = tuple(prefix)
         self.backward = backward
+        #: (backward hubs) zeroed before each backward pass
+        self.zeroed = zeroed
         self.last = 0
         self.context = 0
         self.views = []  # (layer, category, name, start, stop, context_size)
@@ -178,6 +180,9 @@ class _Layout:
 
     def _lay_out_internals(self):
         for layer_name, layer in self.layers.items():
+            # (names of internals the layer does not have, e.g. only with some
+            # activations, change nothing: those are zeroed as always)
+            overwritten = set(getattr(layer, "overwrites_backward_internals", ()))
             for name, structure in layer.internal_shapes.items():
                 if not structure.feature_shape:
                     raise NetworkValidationError(
@@ -187,6 +192,12 @@ class _Layout:
                     structure.buffer_type,
                     structure.feature_shape[:-1],
                     backward=structure.is_backward_only,
+                    # (only variable-size hubs are left out of the zeroing)
+                    zeroed=not (
+                        name in overwritten
+                        and structure.is_backward_only
+                        and structure.buffer_type != 0
+                    ),
                 )
                 hub.add(
                     layer_name,
@@ -282,6 +293,10 @@ class BufferManager:
         if time_size < 1 or batch_size < 1:
             raise ValueError(f"Time and batch size must be positive, got {time_size}, {batch_size}")
         fwd_hubs, bwd_hubs = self._variable_hubs(False), self._variable_hubs(True)
+        # the hubs zeroed before each backward pass first, in one range; then the
+        # internals their layers overwrite anyway (``overwrites_backward_internals``)
+        bwd_hubs = [h for h in bwd_hubs if h.zeroed] + [h for h in bwd_hubs if not h.zeroed]
+        zeroed = sum(h.size(time_size, batch_size) for h in bwd_hubs if h.zeroed)
         fwd = sum(h.size(time_size, batch_size) for h in fwd_hubs)
         bwd = sum(h.size(time_size, batch_size) for h in bwd_hubs)
         if fwd + bwd > self._var_capacity or self._var_memory is None:
@@ -293,7 +308,7 @@ class BufferManager:
             position = self._carve_hub(
                 self._var_memory, position, hub, arrays, time_size, batch_size
             )
-        self._var_backward = (position, position + bwd)
+        self._var_backward = (position, position + zeroed)
         for hub in bwd_hubs:
             position = self._carve_hub(
                 self._var_memory, position, hub, arrays, time_size, batch_size
@@ -375,7 +390,8 @@ class BufferManager:
     # -- operations -----------------------------------------------------------------------
     def clear_backward_buffers(self):
         """Zero every delta, gradient and backward-only internal (except the
-        gradients of layers with ``overwrites_gradients``, which write them all)."""
+        gradients of layers with ``overwrites_gradients``, which write them all,
+        and the internals named in a layer's ``overwrites_backward_internals``)."""
         for start, stop in self._const_backward_ranges:
             self.handler.fill(self._const_memory[start:stop], 0.0)
         start, stop = self._var_backward

@@ -11,7 +11,9 @@ feeding it) on ``DebugHandler(NumpyHandler(float64))`` and checks:
 * inputs are read-only: the layer leaves its inputs unchanged;
 * ``garbage``: the results do not depend on what was in the output and
   internal buffers before the forward pass (nor, for a layer that claims
-  ``overwrites_gradients``, on what was in its gradient buffers);
+  ``overwrites_gradients``, on what was in its gradient buffers, nor on what
+  was in the backward-only internals it names in
+  ``overwrites_backward_internals``, which the network does not zero);
 * ``context``: for recurrent layers, one pass over a sequence equals two
   passes chained with ``get_context`` / ``forward_pass(context=...)`` (in
   the layer's ``context_order``: the later chunk first for a layer that runs

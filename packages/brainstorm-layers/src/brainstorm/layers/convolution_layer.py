@@ -136,6 +136,7 @@ class Convolution2DLayerImpl(Layer):
     expected_inputs = {"default": StructureTemplate("T", "B", "...")}
     expected_kwargs = {"num_filters", "kernel_size", "stride", "padding", "activation"}
     overwrites_gradients = True  # W and bias are written, not added to
+    overwrites_backward_internals = ("dH",)  # written by the activation's derivative
 
     def setup(self, kwargs, in_shapes):
         label = layer_label(self.name, self.type_name)

@@ -66,6 +66,7 @@ class FullyConnectedLayerImpl(Layer):
     expected_inputs = {"default": StructureTemplate("T", "B", "...")}
     expected_kwargs = {"size", "activation"}
     overwrites_gradients = True  # W and bias are written, not added to
+    overwrites_backward_internals = ("dH",)  # written by the activation's derivative
 
     def setup(self, kwargs, in_shapes):
         label = layer_label(self.name, self.type_name)

@@ -101,6 +101,8 @@ class LstmLayerImpl(RecurrentLayerBase):
 
     #: ClockworkLstm layers keep some cells' state and output from step to step.
     clockwork = False
+    #: every step writes the gate deltas; dCa is zeroed and dY copied by the layer
+    overwrites_backward_internals = ("dZa", "dIa", "dFa", "dOa", "dCa", "dY", "dTmp")
 
     def parameter_shapes_for(self, size, in_size):
         parameters = OrderedDict()
