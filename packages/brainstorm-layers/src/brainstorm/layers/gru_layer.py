@@ -86,6 +86,9 @@ class GruLayerImpl(RecurrentLayerBase):
     outputs including the recurrent part).
     """
 
+    #: written in every step; dY copied from the output deltas
+    overwrites_backward_internals = ("dGa", "dGb", "dRa", "dY")
+
     def parameter_shapes_for(self, size, in_size):
         parameters = OrderedDict()
         for name in _WEIGHTS:

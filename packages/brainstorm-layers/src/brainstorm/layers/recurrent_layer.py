@@ -63,6 +63,9 @@ class RecurrentLayerImpl(RecurrentLayerBase):
     pre-activations and of the outputs including the recurrent part).
     """
 
+    #: dHb is copied from the output deltas, dHa written in every step
+    overwrites_backward_internals = ("dHa", "dHb")
+
     #: Clockwork layers keep some units' values from step to step.
     clockwork = False
 

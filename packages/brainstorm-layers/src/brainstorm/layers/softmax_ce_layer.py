@@ -44,6 +44,9 @@ def SoftmaxCE(name=None):
 class SoftmaxCELayerImpl(Layer):
     """Implementation of :func:`SoftmaxCE` (backward-only internal ``t_bin``)."""
 
+    #: written by binarize_v
+    overwrites_backward_internals = ("t_bin",)
+
     expected_inputs = {
         "default": StructureTemplate("T", "B", "..."),
         "targets": StructureTemplate("T", "B", "..."),
