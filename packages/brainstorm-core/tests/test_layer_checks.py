@@ -107,8 +107,8 @@ def test_the_garbage_check_verifies_a_claim_to_overwrite_gradients():
 
 
 def _leaky_claiming_overwritten_internals(writes_first):
-    """Leaky that claims to overwrite its backward-only internal ``acc`` (variable
-    size here); unless ``writes_first`` it reads it before writing: a false claim."""
+    """Leaky that claims to overwrite a backward-only internal ``scratch``;
+    unless ``writes_first`` it reads it before writing: a false claim."""
 
     class ScratchLeakyLayerImpl(LeakyLayerImpl):
         overwrites_backward_internals = ("scratch",)

@@ -411,6 +411,32 @@ def test_large_elementwise_ops_are_split_and_overlaps_are_kept_right(team_runs):
 
 
 @shared_team
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_column_sums_broadcasts_and_copies_are_split_in_a_session(team_runs, dtype):
+    runs = team_runs
+    h = NumpyHandler(dtype)
+    rng = np.random.RandomState(2)
+    a = rng.randn(1001, 300).astype(dtype)  # (an odd number of rows)
+    sums = np.empty(300, dtype=dtype)
+    row, column = rng.randn(1, 300).astype(dtype), rng.randn(1001, 1).astype(dtype)
+    rows, columns = np.empty((1001, 300), dtype), np.empty((1001, 300), dtype)
+    copied = np.empty((1001, 300), dtype)
+    with h.session():
+        h.sum_t(a, axis=0, out=sums)
+        h.broadcast_t(row, 0, rows)
+        h.broadcast_t(column, 1, columns)
+        h.copy_to(a, copied)
+        assert len(runs) == 4
+    tolerance = 1e-4 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(
+        sums, a.astype(np.float64).sum(axis=0), rtol=tolerance, atol=tolerance
+    )
+    np.testing.assert_array_equal(rows, np.broadcast_to(row, rows.shape))
+    np.testing.assert_array_equal(columns, np.broadcast_to(column, columns.shape))
+    np.testing.assert_array_equal(copied, a)
+
+
+@shared_team
 @pytest.mark.parametrize(
     "stride, padding, channels", [((1, 1), 2, 3), ((1, 1), 1, 9), ((2, 2), 1, 4)]
 )

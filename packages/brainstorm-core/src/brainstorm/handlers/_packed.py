@@ -14,8 +14,9 @@ chose, packs a matrix with that CPU's routine once (:class:`PackedMatrix`), and
 for every product packs only the small operand and calls the kernel
 (:func:`add_products`). Products large enough to share are split between
 the threads of the handler's team (:mod:`brainstorm.handlers._threads`)
-while a session is open, each computing its own share of the output
-columns (``ctypes`` releases the GIL during the calls).
+while a session is open (``ctypes`` releases the GIL during the calls): each
+thread computes its own share of the output columns or, for products with
+many rows (all time steps at once), its own chunks of rows.
 
 Nothing here is a public interface of OpenBLAS, so nothing is trusted
 blindly: the panel width is measured by packing a known matrix, and every
@@ -239,6 +240,9 @@ def add_products(a_blocks, packed, out_blocks):
         True when done; False when the kernels are unavailable for the dtype
         or an array does not qualify (not a 2-D array of the matrix's dtype
         with contiguous rows).
+
+    Rows whose packed left operand exceeds :data:`CHUNK_BYTES` are done in
+    chunks of rows (see :func:`_row_chunks`).
     """
     matrix = packed.matrix
     kernels = _kernels_for(matrix.dtype) if isinstance(matrix, np.ndarray) else None
@@ -287,16 +291,21 @@ def add_products(a_blocks, packed, out_blocks):
     return True
 
 
-#: Most bytes of packed left operand (rows times the reduction) one kernel call
-#: streams through for every panel of the matrix: more rows than that are done
-#: in chunks (the whole would come from memory again for every panel).
+#: About the most bytes of packed left operand (rows times the reduction) one
+#: kernel call streams through for every panel of the matrix: more rows than
+#: that are done in chunks (the whole would come from memory again for every
+#: panel). Chunks hold at least 8 rows, so a very long reduction exceeds it.
 CHUNK_BYTES = 4 << 20
 
 
 def _row_chunks(batch, bytes_per_row, parts):
-    """``(start, stop)`` chunks of the ``batch`` rows of a product: one chunk when
-    all fit :data:`CHUNK_BYTES`, else as even as can be, their number a multiple
-    of ``parts`` (the threads sharing them), each a multiple of 8 rows but the last."""
+    """``(start, stop)`` chunks of the ``batch`` rows of a product.
+
+    One chunk when all rows fit :data:`CHUNK_BYTES`; else chunks as even as can
+    be, each a multiple of 8 rows but the last, about ``CHUNK_BYTES`` each (more
+    only where 8 rows alone exceed it), their number a multiple of ``parts``
+    (the threads sharing them) unless there are fewer blocks of 8 rows.
+    """
     if batch * bytes_per_row <= CHUNK_BYTES:
         return [(0, batch)]
     count = -(-batch * bytes_per_row // CHUNK_BYTES)

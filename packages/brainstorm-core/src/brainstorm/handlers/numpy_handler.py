@@ -141,6 +141,7 @@ class NumpyHandler(Handler):
     def set_from_numpy(self, mem, arr):
         mem[...] = arr
 
+    @_shared_elementwise  # e.g. the output deltas of a whole sequence
     def copy_to(self, src, dest):
         np.copyto(dest, src, casting="same_kind")
 
@@ -249,7 +250,18 @@ class NumpyHandler(Handler):
     # ------------------------------------------------- reshaping and indexing
 
     def broadcast_t(self, a, axis, out):
-        out[...] = a
+        team = _active_team() if out.size >= _SHARED_ELEMENTS and out.ndim > 0 else None
+        if team is None or out.shape[0] < 2:
+            out[...] = a
+            return
+        # (e.g. the biases of all time steps' pre-activations) cut along axis 0
+        whole = a.shape[0] == 1 and out.shape[0] > 1
+        team.run(
+            [
+                functools.partial(out[i:j].__setitem__, Ellipsis, a if whole else a[i:j])
+                for i, j in _shares(out.shape[0], team.size)
+            ]
+        )
 
     def merge_tt(self, a, b, out):
         n = a.shape[-1]
@@ -296,6 +308,19 @@ class NumpyHandler(Handler):
             # several times faster than np.sum(axis=0)
             ones = self._ones_vector(a.shape[0])
             flat_out = out.reshape(-1)
+            team = _active_team() if a.size >= _SHARED_ELEMENTS else None
+            if team is not None:
+                # partial sums of row blocks, one per thread
+                shares = _shares(a.shape[0], team.size, 8)
+                partial = np.empty((len(shares), a.shape[1]), dtype=self.dtype)
+                team.run(
+                    [
+                        functools.partial(np.dot, ones[i:j], a[i:j], out=partial[k])
+                        for k, (i, j) in enumerate(shares)
+                    ]
+                )
+                out[...] = partial.sum(axis=0).reshape(out.shape)
+                return
             if (
                 flat_out.flags.c_contiguous
                 and np.may_share_memory(flat_out, out)

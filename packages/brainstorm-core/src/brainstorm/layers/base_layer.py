@@ -62,7 +62,8 @@ class Layer:
     #: backward pass (checked by the ``garbage`` check of
     #: :func:`brainstorm.testing.check_layer`, which fills them with noise).
     #: Other names (e.g. of internals a layer has only with some arguments)
-    #: change nothing.
+    #: change nothing, and internals of constant size (no time or batch axis)
+    #: are zeroed all the same.
     overwrites_backward_internals = ()
     computes_no_gradients_for = ()
     takes_no_output_deltas_from = ()
