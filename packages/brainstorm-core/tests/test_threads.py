@@ -568,6 +568,35 @@ def test_packed_products_of_many_rows_run_in_chunks_and_agree_with_numpy(
     assert len(_packed._row_chunks(200, k * np.dtype(dtype).itemsize, 2)) > 2
 
 
+@shared_team
+@needs_packed
+@pytest.mark.parametrize("k_widths", [[128], [80, 48]])
+def test_equal_output_blocks_go_whole_to_the_threads_and_agree_with_numpy(k_widths, monkeypatch):
+    calls = []
+    run_tasks = _packed._run_tasks
+    monkeypatch.setattr(
+        _packed,
+        "_run_tasks",
+        lambda kernels, tasks, batch, part: (
+            calls.append((len(tasks), part)),
+            run_tasks(kernels, tasks, batch, part),
+        ),
+    )
+    rng = np.random.RandomState(8)
+    h = NumpyHandler(np.float32)
+    k, n = sum(k_widths), 4 * 192  # (enough FLOPs to share)
+    matrix = rng.randn(n, k).astype(np.float32)
+    a = rng.randn(50, k).astype(np.float32)
+    outs = [rng.randn(50, 192).astype(np.float32) for _ in range(4)]
+    expected = np.hstack(outs).astype(np.float64) + a.astype(np.float64) @ matrix.T
+    a_blocks = np.split(a, np.cumsum(k_widths)[:-1], axis=1)
+    with h.session():
+        h.dot_add_blocks(a_blocks, h.prepare_matrix(matrix, transpose=True), outs)
+    np.testing.assert_allclose(np.hstack(outs), expected, rtol=2e-4, atol=2e-4)
+    # two threads, two whole output blocks (times the K blocks) each
+    assert calls == [(2 * len(k_widths), None)] * 2
+
+
 @needs_packed
 def test_threads_packing_the_same_block_at_once_both_use_the_one_that_is_kept():
     # Each thread's tasks hold raw pointers into the packed block: a thread that
