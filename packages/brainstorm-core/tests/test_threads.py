@@ -598,6 +598,33 @@ def test_equal_output_blocks_go_whole_to_the_threads_and_agree_with_numpy(k_widt
 
 
 @needs_packed
+def test_a_kept_plan_still_checks_the_addresses_of_every_call():
+    # the plan of a layout (shapes, strides, dtypes) is kept per matrix; alignment
+    # and overlaps depend on the addresses, so every call checks them again
+    rng = np.random.RandomState(9)
+    matrix = rng.randn(24, 6).astype(np.float32)
+    packed = _packed.PackedMatrix(matrix, transpose=True)
+    a, out = rng.randn(3, 6).astype(np.float32), np.zeros((3, 24), np.float32)
+    assert _packed.add_products([a], packed, [out])
+    np.testing.assert_allclose(out, a @ matrix.T, rtol=1e-5, atol=1e-5)
+    assert len(packed._plans) == 1
+    # the same layout at an odd address: not aligned, so not for the kernels
+    raw = np.zeros(3 * 6 * 4 + 1, np.uint8)
+    unaligned = np.frombuffer(raw.data, np.float32, 18, offset=1).reshape(3, 6)
+    assert not unaligned.flags.aligned and unaligned.strides == a.strides
+    assert not _packed.add_products([unaligned], packed, [out])
+    # the same layout, the output overlapping the input
+    inside_out = np.lib.stride_tricks.as_strided(out, shape=a.shape, strides=a.strides)
+    assert not _packed.add_products([inside_out], packed, [out])
+    assert len(packed._plans) == 1
+    # ... or the matrix
+    wide = rng.randn(24, 30).astype(np.float32)  # (the matrix in its first 6 columns)
+    inside = _packed.PackedMatrix(wide[:, :6], transpose=True)
+    assert not _packed.add_products([a], inside, [wide[:3, 6:30]])
+    assert _packed.add_products([a], inside, [rng.randn(3, 24).astype(np.float32)])
+
+
+@needs_packed
 def test_threads_packing_the_same_block_at_once_both_use_the_one_that_is_kept():
     # Each thread's tasks hold raw pointers into the packed block: a thread that
     # went on with its own copy, while the matrix kept the other one, would read

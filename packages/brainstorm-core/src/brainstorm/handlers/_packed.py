@@ -190,6 +190,10 @@ class PackedMatrix(PreparedMatrix):
         self._blocks = {}
         self._addresses = {}
         self._scratch = {}
+        self._plans = {}
+        #: ``(first, last + 1)`` byte addresses the matrix spans (for the overlap
+        #: check of :func:`add_products`)
+        self.extent = _byte_bounds(matrix)
 
     def packed_block_address(self, kernels, k0, k1, n0, n1):
         """The address of :meth:`packed_block` (kept with the block)."""
@@ -251,26 +255,41 @@ def add_products(a_blocks, packed, out_blocks):
         with contiguous rows).
 
     Rows whose packed left operand exceeds :data:`CHUNK_BYTES` are done in
-    chunks of rows (see :func:`_row_chunks`).
+    chunks of rows (see :func:`_row_chunks`). What depends only on the
+    shapes, strides and dtypes is worked out once per matrix and kept (a
+    recurrent layer makes hundreds of products of the same layout per pass).
     """
     matrix = packed.matrix
-    kernels = _kernels_for(matrix.dtype) if isinstance(matrix, np.ndarray) else None
-    if kernels is None or not a_blocks or not out_blocks:
+    if not isinstance(matrix, np.ndarray) or not a_blocks or not out_blocks:
         return False
-    dtype = kernels.dtype
-    if not all(_qualifies(m, dtype) for m in (*a_blocks, *out_blocks)):
+    arrays = (*a_blocks, *out_blocks)
+    if not all(isinstance(m, np.ndarray) for m in arrays):
         return False
-    for out in out_blocks:  # the contract forbids it; the fallback then says so
-        if any(np.may_share_memory(out, m) for m in (*a_blocks, matrix)):
+    key = (len(a_blocks), *((m.shape, m.strides, m.dtype) for m in arrays))
+    plan = packed._plans.get(key)
+    if plan is None:
+        plan = packed._plans[key] = _Plan.make(a_blocks, packed, out_blocks)
+    if plan is False:
+        return False
+    addresses = [_address(m) for m in arrays]
+    item = plan.item
+    if any(address % item for address in addresses):
+        return False  # not aligned
+    # the contract forbids overlaps; the fallback then says so
+    n_a = len(a_blocks)
+    inputs = [(a, a + e) for a, e in zip(addresses[:n_a], plan.extents[:n_a])]
+    inputs.append(packed.extent)
+    for a, e in zip(addresses[n_a:], plan.extents[n_a:]):
+        if any(a < stop and start < a + e for start, stop in inputs):
             return False
-    batch = a_blocks[0].shape[0]
-    widths_k, widths_n = block_widths(a_blocks, packed, out_blocks)
-    if batch == 0 or packed.shape[0] == 0 or packed.shape[1] == 0:
+    if plan.empty:
         return True
-    flops = 2.0 * batch * packed.shape[0] * packed.shape[1]
+    kernels, batch = plan.kernels, plan.batch
     team = _threads.team()
-    parts = team.size if flops >= PARALLEL_FLOPS and team is not None and team.active else 1
-    chunks = _row_chunks(batch, sum(widths_k) * np.dtype(dtype).itemsize, parts)
+    parts = team.size if plan.flops >= PARALLEL_FLOPS and team is not None and team.active else 1
+    a_parts = list(zip(addresses[:n_a], plan.strides[:n_a]))
+    out_parts = list(zip(addresses[n_a:], plan.strides[n_a:]))
+    chunks = _row_chunks(batch, plan.bytes_per_row, parts)
     if len(chunks) > 1:
         # many rows (e.g. all time steps at once): chunks of rows whose packed
         # left operand stays in the cache while the kernel runs over it, dealt
@@ -279,11 +298,11 @@ def add_products(a_blocks, packed, out_blocks):
             for start, stop in my_chunks:
                 tasks = _tasks(
                     kernels,
-                    [a[start:stop] for a in a_blocks],
+                    stop - start,
+                    [(address + start * stride * item, stride) for address, stride in a_parts],
                     packed,
-                    [out[start:stop] for out in out_blocks],
-                    widths_k,
-                    widths_n,
+                    [(address + start * stride * item, stride) for address, stride in out_parts],
+                    plan,
                 )
                 _run_tasks(kernels, tasks, stop - start, None)
 
@@ -292,13 +311,12 @@ def add_products(a_blocks, packed, out_blocks):
         else:
             rows(chunks)
         return True
-    tasks = _tasks(kernels, a_blocks, packed, out_blocks, widths_k, widths_n)
-    if parts > 1 and len(out_blocks) % parts == 0 and len(set(widths_n)) == 1:
+    tasks = _tasks(kernels, batch, a_parts, packed, out_parts, plan)
+    if parts > 1 and plan.equal_outs and len(out_blocks) % parts == 0:
         # equal output blocks, as many per thread (the four gates of an LSTM step):
         # whole blocks to each thread, 0.92-0.94 of the time of sharing every block
         # by columns (fewer, wider kernel calls)
-        per_block = len(a_blocks)
-        blocks = [tasks[j * per_block : (j + 1) * per_block] for j in range(len(out_blocks))]
+        blocks = [tasks[j * n_a : (j + 1) * n_a] for j in range(len(out_blocks))]
         mine = [[task for block in blocks[i::parts] for task in block] for i in range(parts)]
         team.run([lambda i=i: _run_tasks(kernels, mine[i], batch, None) for i in range(parts)])
     elif parts > 1:
@@ -306,6 +324,61 @@ def add_products(a_blocks, packed, out_blocks):
     else:
         _run_tasks(kernels, tasks, batch, None)
     return True
+
+
+class _Plan:
+    """What a product's checks and bookkeeping give for one layout of its arrays
+    (everything but their addresses); see :func:`add_products`."""
+
+    @classmethod
+    def make(cls, a_blocks, packed, out_blocks):
+        """The plan, or False when the kernels or the arrays do not qualify.
+
+        Raises:
+            ValueError: from :func:`block_widths` (the blocks do not fit).
+        """
+        kernels = _kernels_for(packed.matrix.dtype)
+        if kernels is None:
+            return False
+        dtype = kernels.dtype
+        arrays = (*a_blocks, *out_blocks)
+        if not all(_qualifies(m, dtype) for m in arrays):
+            return False
+        plan = cls()
+        plan.kernels = kernels
+        plan.item = np.dtype(dtype).itemsize
+        plan.batch = a_blocks[0].shape[0]
+        plan.widths_k, plan.widths_n = block_widths(a_blocks, packed, out_blocks)
+        plan.empty = plan.batch == 0 or packed.shape[0] == 0 or packed.shape[1] == 0
+        plan.flops = 2.0 * plan.batch * packed.shape[0] * packed.shape[1]
+        plan.bytes_per_row = sum(plan.widths_k) * plan.item
+        plan.strides = [_row_stride(m) for m in arrays]
+        # bytes from an array's first element to the end of its last
+        plan.extents = [
+            0 if m.size == 0 else (m.shape[0] - 1) * m.strides[0] + m.shape[1] * m.itemsize
+            for m in arrays
+        ]
+        plan.equal_outs = len(set(plan.widths_n)) == 1
+        return plan
+
+
+def _byte_bounds(m):
+    """``(low, high)``: the addresses of an array's lowest byte and one past its highest."""
+    if not isinstance(m, np.ndarray) or m.size == 0:
+        return (0, 0)
+    start = m.ctypes.data
+    low = sum(min(0, (n - 1) * s) for n, s in zip(m.shape, m.strides))
+    high = sum(max(0, (n - 1) * s) for n, s in zip(m.shape, m.strides))
+    return (start + low, start + high + m.itemsize)
+
+
+def _address(m):
+    """The address of an array's first element (a third of the time of
+    ``m.ctypes.data`` for writable contiguous arrays)."""
+    try:
+        return ctypes.addressof(ctypes.c_char.from_buffer(m))
+    except (TypeError, ValueError, BufferError):
+        return m.ctypes.data
 
 
 #: About the most bytes of packed left operand (rows times the reduction) one
@@ -337,25 +410,21 @@ def _row_chunks(batch, bytes_per_row, parts):
     return chunks
 
 
-def _tasks(kernels, a_blocks, packed, out_blocks, widths_k, widths_n):
-    """One ``(M, K, packed_a, packed_b, c, ldc)`` per pair of blocks (M = output columns).
-
-    (Addresses are taken once per array: ``array.ctypes.data`` costs about 3 us,
-    and a recurrent layer makes hundreds of these products per pass.)
-    """
-    batch = a_blocks[0].shape[0]
-    item = np.dtype(kernels.dtype).itemsize
-    scratch = packed.scratch(sum(widths_k) * batch).ctypes.data  # kept by the matrix
+def _tasks(kernels, batch, a_parts, packed, out_parts, plan):
+    """One ``(M, K, packed_a, packed_b, c, ldc, itemsize)`` per pair of blocks (M =
+    output columns), from ``(address, row stride)`` of the blocks' arrays: packs
+    the left blocks (their ``batch`` rows) into the matrix's scratch space."""
+    item = plan.item
+    scratch = packed.scratch(sum(plan.widths_k) * batch).ctypes.data  # kept by the matrix
     right, offset, k0 = [], 0, 0
-    for a, width in zip(a_blocks, widths_k):
+    for (address, stride), width in zip(a_parts, plan.widths_k):
         part = scratch + offset * item
         # B = a^T with B[k, b] at b * lda + k: column-major, as the packing wants it
-        kernels.pack_right(width, batch, a.ctypes.data, _row_stride(a), part)
+        kernels.pack_right(width, batch, address, stride, part)
         right.append((k0, width, part))
         offset, k0 = offset + width * batch, k0 + width
     tasks, n0 = [], 0
-    for out, width_n in zip(out_blocks, widths_n):
-        c, ldc = out.ctypes.data, _row_stride(out)
+    for (c, ldc), width_n in zip(out_parts, plan.widths_n):
         for k0, width_k, part in right:
             block = packed.packed_block_address(kernels, k0, k0 + width_k, n0, n0 + width_n)
             tasks.append((width_n, width_k, block, part, c, ldc, item))
@@ -414,7 +483,17 @@ def _self_test(kernels):
             a_blocks = _column_blocks(a_parent, widths_k)
             out_blocks = _column_blocks(out_parent, widths_n)
             packed = PackedMatrix(matrix, transpose)
-            tasks = _tasks(kernels, a_blocks, packed, out_blocks, widths_k, widths_n)
+            plan = _Plan.make(a_blocks, packed, out_blocks)
+            if plan is False:
+                return False
+            tasks = _tasks(
+                kernels,
+                batch,
+                [(m.ctypes.data, _row_stride(m)) for m in a_blocks],
+                packed,
+                [(m.ctypes.data, _row_stride(m)) for m in out_blocks],
+                plan,
+            )
             if split:  # both halves in this thread, one after the other
                 _run_tasks(kernels, tasks, batch, (0, 2))
                 _run_tasks(kernels, tasks, batch, (1, 2))
