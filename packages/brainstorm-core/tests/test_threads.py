@@ -613,6 +613,10 @@ def test_a_kept_plan_still_checks_the_addresses_of_every_call():
     unaligned = np.frombuffer(raw.data, np.float32, 18, offset=1).reshape(3, 6)
     assert not unaligned.flags.aligned and unaligned.strides == a.strides
     assert not _packed.add_products([unaligned], packed, [out])
+    # (and an unaligned first call does not keep the layout from the kernels)
+    fresh = _packed.PackedMatrix(matrix, transpose=True)
+    assert not _packed.add_products([unaligned], fresh, [out])
+    assert _packed.add_products([a], fresh, [out])
     # the same layout, the output overlapping the input
     inside_out = np.lib.stride_tricks.as_strided(out, shape=a.shape, strides=a.strides)
     assert not _packed.add_products([inside_out], packed, [out])
