@@ -410,6 +410,15 @@ def test_large_elementwise_ops_are_split_and_overlaps_are_kept_right(team_runs):
     np.testing.assert_array_equal(z[:-1], expected)
 
 
+def test_elementwise_ops_take_their_arguments_by_name_too():
+    h = NumpyHandler(np.float64)
+    src, dest = np.arange(6.0).reshape(2, 3), np.zeros((2, 3))
+    h.copy_to(src=src, dest=dest)
+    np.testing.assert_array_equal(dest, src)
+    h.mult_tt(src, b=src, out=dest)
+    np.testing.assert_array_equal(dest, src * src)
+
+
 @shared_team
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_column_sums_broadcasts_and_copies_are_split_in_a_session(team_runs, dtype):
@@ -626,6 +635,18 @@ def test_a_kept_plan_still_checks_the_addresses_of_every_call():
     inside = _packed.PackedMatrix(wide[:, :6], transpose=True)
     assert not _packed.add_products([a], inside, [wide[:3, 6:30]])
     assert _packed.add_products([a], inside, [rng.randn(3, 24).astype(np.float32)])
+    # ... or two outputs overlapping each other
+    halves = _packed.PackedMatrix(matrix, transpose=True)
+    both = np.zeros((3, 12), np.float32)
+    assert _packed.add_products([a], halves, [both, np.zeros((3, 12), np.float32)])
+    assert not _packed.add_products([a], halves, [both, both])
+    # a read-only output: NumPy's own refusal, not a write behind its back
+    frozen = np.zeros((3, 24), np.float32)
+    frozen.flags.writeable = False
+    assert not _packed.add_products([a], packed, [frozen])
+    with pytest.raises(ValueError, match="read-only"):
+        NumpyHandler(np.float32).dot_add_blocks([a], packed, [frozen])
+    assert not frozen.any()
 
 
 @needs_packed

@@ -274,17 +274,21 @@ def add_products(a_blocks, packed, out_blocks):
         plan = packed._plans[key] = _Plan.make(a_blocks, packed, out_blocks)
     if plan is False:
         return False
+    if not all(out.flags.writeable for out in out_blocks):
+        return False  # (NumPy then refuses to write, as it should)
     addresses = [_address(m) for m in arrays]
     item = plan.item
     if any(address % item for address in addresses):
         return False  # not aligned
-    # the contract forbids overlaps; the fallback then says so
+    # the contract forbids overlaps (outputs with inputs, with the matrix or with
+    # each other: threads write whole output blocks); the fallback then says so
     n_a = len(a_blocks)
-    inputs = [(a, a + e) for a, e in zip(addresses[:n_a], plan.extents[:n_a])]
-    inputs.append(packed.extent)
+    taken = [(a, a + e) for a, e in zip(addresses[:n_a], plan.extents[:n_a])]
+    taken.append(packed.extent)
     for a, e in zip(addresses[n_a:], plan.extents[n_a:]):
-        if any(a < stop and start < a + e for start, stop in inputs):
+        if any(a < stop and start < a + e for start, stop in taken):
             return False
+        taken.append((a, a + e))
     if plan.empty:
         return True
     kernels, batch = plan.kernels, plan.batch

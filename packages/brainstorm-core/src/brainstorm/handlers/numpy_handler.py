@@ -31,7 +31,9 @@ def _shared_elementwise(method):
     """
 
     @functools.wraps(method)
-    def op(self, *arrays):
+    def op(self, *arrays, **named):
+        if named:  # (arguments by name: computed here, in one piece)
+            return method(self, *arrays, **named)
         # (the size first: this runs for every small op of a recurrent step)
         out = arrays[-1] if isinstance(arrays[-1], np.ndarray) else arrays[0]
         if not isinstance(out, np.ndarray) or out.size < _SHARED_ELEMENTS:
