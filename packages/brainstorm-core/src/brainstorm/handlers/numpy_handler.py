@@ -472,8 +472,12 @@ class NumpyHandler(Handler):
         np.subtract(m, row_max, out=out)
         np.exp(out, out=out)
         if out.dtype == self.dtype and out.flags.c_contiguous and out.shape[1] > 0:
-            # row sums as a matrix-vector product with ones (5x faster than sum(axis=1))
-            sums = np.dot(out, self._ones_vector(out.shape[1]))[:, None]
+            # row sums as a matrix-vector product with ones (5x faster than
+            # sum(axis=1)); NumPy checks the floating-point status after a BLAS
+            # product, and a flag left by other C code in this thread once turned
+            # into a spurious "invalid value" warning here (the terms are in [0, 1])
+            with np.errstate(invalid="ignore"):
+                sums = np.dot(out, self._ones_vector(out.shape[1]))[:, None]
         else:
             sums = out.sum(axis=1, keepdims=True)
         out /= sums
