@@ -26,8 +26,10 @@ def _shared_elementwise(method):
     """Split an elementwise op over large arrays between the threads of an open session.
 
     The arrays are cut along their first axis (scalars and ``None``, e.g. an
-    unused ``x``, are passed on as they are); only when all arrays have the same
-    shape and any two are either the very same view or do not overlap at all.
+    unused ``x``, are passed on as they are, and so are arrays that broadcast
+    along the first axis, with a length of 1 there); only when every array has
+    the output's shape or broadcasts to it that way or along later axes, and
+    any two are either the very same view or do not overlap at all.
     """
 
     @functools.wraps(method)
@@ -45,7 +47,12 @@ def _shared_elementwise(method):
         team.run(
             [
                 functools.partial(
-                    method, self, *(a[i:j] if isinstance(a, np.ndarray) else a for a in arrays)
+                    method,
+                    self,
+                    *(
+                        a[i:j] if isinstance(a, np.ndarray) and a.shape[0] > 1 else a
+                        for a in arrays
+                    ),
                 )
                 for i, j in pieces
             ]
@@ -251,19 +258,9 @@ class NumpyHandler(Handler):
 
     # ------------------------------------------------- reshaping and indexing
 
+    @_shared_elementwise  # e.g. the biases of all time steps' pre-activations
     def broadcast_t(self, a, axis, out):
-        team = _active_team() if out.size >= _SHARED_ELEMENTS and out.ndim > 0 else None
-        if team is None or out.shape[0] < 2:
-            out[...] = a
-            return
-        # (e.g. the biases of all time steps' pre-activations) cut along axis 0
-        whole = a.shape[0] == 1 and out.shape[0] > 1
-        team.run(
-            [
-                functools.partial(out[i:j].__setitem__, Ellipsis, a if whole else a[i:j])
-                for i, j in _shares(out.shape[0], team.size)
-            ]
-        )
+        out[...] = a
 
     def merge_tt(self, a, b, out):
         n = a.shape[-1]
@@ -867,8 +864,13 @@ def _splittable(arguments):
     out = present[-1]
     if out.size < _SHARED_ELEMENTS or out.ndim == 0 or out.shape[0] < 2:
         return False
-    if any(a.shape != out.shape for a in present):
-        return False
+    for a in present:
+        if a.shape != out.shape and not (
+            a.ndim == out.ndim
+            and a.shape[0] in (1, out.shape[0])
+            and np.broadcast_shapes(a.shape, out.shape) == out.shape
+        ):
+            return False
     for i, a in enumerate(present):
         for b in present[i + 1 :]:
             same = a.strides == b.strides and a.ctypes.data == b.ctypes.data
