@@ -1,5 +1,6 @@
 """The NumpyHandler's own threads: the team, sessions and the ops they share."""
 
+import contextlib
 import os
 import signal
 import sys
@@ -223,12 +224,22 @@ def test_keyboard_interrupt_in_a_session_arrives_when_it_ends_and_the_team_stays
     assert log["second"] != threading.get_ident()
 
 
+@contextlib.contextmanager
+def _recording_usr1(label):
+    """A SIGUSR1 handler that appends ``label`` to the yielded list; the previous
+    handler is put back afterwards."""
+    got = []
+    previous = signal.signal(signal.SIGUSR1, lambda number, frame: got.append(label))
+    try:
+        yield got
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
 @needs_spin_locks
 @needs_main_thread
 def test_a_handler_installed_during_a_session_is_kept_and_gets_the_deferred_signal(team):
-    got = []
-    previous = signal.signal(signal.SIGUSR1, lambda number, frame: got.append("old"))
-    try:
+    with _recording_usr1("old") as got:
         with team.session():
             signal.raise_signal(signal.SIGUSR1)
             assert got == []  # deferred
@@ -236,16 +247,12 @@ def test_a_handler_installed_during_a_session_is_kept_and_gets_the_deferred_sign
         assert got == ["new"]
         signal.raise_signal(signal.SIGUSR1)
         assert got == ["new", "new"]  # the session did not put the old one back
-    finally:
-        signal.signal(signal.SIGUSR1, previous)
 
 
 @needs_spin_locks
 @needs_main_thread
 def test_every_deferred_signal_is_delivered_and_chained_handlers_still_work(team):
-    got = []
-    previous = signal.signal(signal.SIGUSR1, lambda number, frame: got.append("usr1"))
-    try:
+    with _recording_usr1("usr1") as got:
         with pytest.raises(KeyboardInterrupt):
             with team.session():
                 signal.raise_signal(signal.SIGINT)
@@ -256,8 +263,6 @@ def test_every_deferred_signal_is_delivered_and_chained_handlers_still_work(team
             signal.signal(signal.SIGUSR1, lambda n, f: (got.append("mine"), chained(n, f)))
         signal.raise_signal(signal.SIGUSR1)
         assert got == ["usr1", "mine", "usr1"]  # the chain reaches the original
-    finally:
-        signal.signal(signal.SIGUSR1, previous)
 
 
 @needs_spin_locks
