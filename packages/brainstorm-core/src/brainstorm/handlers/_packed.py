@@ -165,15 +165,13 @@ def _row_stride(m):
     return _items(m.strides[0], m.dtype)
 
 
-def _qualifies(m, dtype, aligned=True):
-    """Whether ``m`` is a 2-D array of ``dtype`` with contiguous rows (and, unless
-    ``aligned`` is False, aligned: that depends on the address, which a kept plan
-    checks for itself on every call)."""
+def _qualifies(m, dtype):
+    """Whether ``m`` is a 2-D array of ``dtype`` with contiguous rows (alignment
+    depends on the address: :func:`add_products` checks it on every call)."""
     return (
         isinstance(m, np.ndarray)
         and m.ndim == 2
         and m.dtype == dtype
-        and (m.flags.aligned or not aligned)
         and _unit_columns(m)
         and m.strides[0] % m.itemsize == 0
         and _row_stride(m) >= max(1, m.shape[1])
@@ -349,7 +347,7 @@ class _Plan:
             return False
         dtype = kernels.dtype
         arrays = (*a_blocks, *out_blocks)
-        if not all(_qualifies(m, dtype, aligned=False) for m in arrays):
+        if not all(_qualifies(m, dtype) for m in arrays):
             return False
         plan = cls()
         plan.kernels = kernels
