@@ -1,12 +1,16 @@
 """The data preparation commands, on small files generated in the original formats.
 
-No test touches the network: downloads are tested with file:// URLs.
+No test touches the network: downloads are tested with file:// URLs and, for
+connections that break off, a server on the loopback interface.
 """
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
 import tarfile
+import threading
 from importlib import metadata
 
 import h5py
@@ -137,6 +141,59 @@ def test_download_into_a_new_data_dir_with_the_output_elsewhere(tmp_path, make, 
     args = ["--data-dir", str(data_dir), "--output", str(output), "--validation-size", "4"]
     assert mnist.main([*args, "--quiet"]) == 0
     assert output.exists() and len(os.listdir(data_dir)) == 4
+
+
+@contextlib.contextmanager
+def loopback_server(answer):
+    """A server on 127.0.0.1 that sends the bytes ``answer`` to every request and
+    closes the connection; yields its base URL."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    listener.settimeout(5)
+
+    def serve():
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:  # closed: the test is over
+                return
+            with connection:
+                connection.recv(65536)
+                connection.sendall(answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/"
+    finally:
+        listener.close()
+        thread.join(10)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        # 500 of the 1000 announced bytes: the reading just ends early
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n" + b"x" * 500,
+        # a chunked answer cut off inside a chunk: http.client raises IncompleteRead
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        b"100\r\n" + b"x" * 50,
+    ],
+    ids=["content-length", "chunked"],
+)
+def test_a_broken_off_download_is_not_kept_and_the_next_mirror_is_tried(tmp_path, answer):
+    good = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc"
+    destination = tmp_path / "data" / "archive.zip"
+    with loopback_server(answer) as broken, loopback_server(good) as working:
+        with pytest.raises(_common.PreparationError) as failure:
+            _common.download([broken + "archive.zip"], str(destination), quiet=True)
+        assert broken + "archive.zip" in str(failure.value)
+        assert os.listdir(tmp_path / "data") == []  # nothing kept, no temporary left
+        urls = [broken + "archive.zip", working + "archive.zip"]
+        assert _common.download(urls, str(destination), quiet=True) == str(destination)
+    assert destination.read_bytes() == b"abc"
+    assert os.listdir(tmp_path / "data") == ["archive.zip"]
 
 
 def test_download_failure_tells_where_to_put_the_files(tmp_path, monkeypatch, capsys):

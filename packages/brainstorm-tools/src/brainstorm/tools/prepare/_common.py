@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import http.client
 import os
 import sys
 import tempfile
@@ -156,17 +157,25 @@ def download(urls, destination, quiet=False):
             ):
                 length = answer.headers.get("Content-Length")
                 total = int(length) if length and length.isdigit() else None
+                received = 0
                 with progress(total, os.path.basename(destination), quiet, "B", True) as bar:
                     while True:
                         block = answer.read(_CHUNK_BYTES)
                         if not block:
                             break
                         out.write(block)
+                        received += len(block)
                         bar.update(len(block))
+            # (a connection closed early just ends the reading: no exception)
+            if total is not None and received != total:
+                reasons.append(f"{url}: the connection closed after {received} of {total} bytes")
+                continue
             os.replace(tmp, destination)
             return destination
-        except (urllib.error.URLError, OSError, ValueError) as err:
-            reasons.append(f"{url}: {getattr(err, 'reason', err)}")
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:
+            reasons.append(
+                f"{url}: {getattr(err, 'reason', None) or str(err) or type(err).__name__}"
+            )
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
