@@ -143,3 +143,26 @@ def test_scorer_names_and_descriptions():
     from brainstorm import registry
 
     assert registry.available("brainstorm.scorers") == ["Accuracy", "Hamming", "MeanSquaredError"]
+
+
+def test_the_targets_name_given_to_evaluate_reaches_scorers_without_their_own():
+    # the targets input is called 'labels': Accuracy() takes it from evaluate; a
+    # scorer with its own targets_name keeps it
+    x, t = make_data(11)
+    inp = bs.layers.Input({"default": ("T", "B", 4), "labels": ("T", "B", 1)})
+    out = bs.layers.SoftmaxCE(name="Output")
+    inp - "default" >> bs.layers.FullyConnected(3, activation="linear", name="Proj") >> out
+    inp - "labels" >> "targets" - out - "loss" >> bs.layers.Loss()
+    net = bs.Network.from_layer(out, handler=bs.handlers.NumpyHandler(np.float64))
+    net.initialize(bs.initializers.Gaussian(0.5), seed=3)
+    data = Undivided(default=x, labels=t)
+    scores = evaluate(
+        net, data, [Accuracy(), Accuracy(targets_name="labels", name="own")], targets_name="labels"
+    )
+    net.provide_external_data({"default": x, "labels": t})
+    net.forward_pass()
+    p = net.get("Output.outputs.predictions")[0]
+    assert scores["Accuracy"] == scores["own"] == pytest.approx(np.mean(p.argmax(1) == t[0, :, 0]))
+    assert Accuracy().targets_name == ""  # (resolved to 'targets' when nothing else is given)
+    with pytest.raises(KeyError, match="targets"):  # without it: the default name 'targets'
+        evaluate(net, data, [Accuracy()])

@@ -40,8 +40,11 @@ class Scorer(Describable):
         out_name (str): path of the network output to score, e.g.
             ``'Output.outputs.predictions'``; empty to use the one given to
             :func:`gather_losses_and_scores` or else ``net.output_name``.
-        targets_name (str): name of the network input holding the targets.
-            Defaults to ``'targets'``.
+        targets_name (str): name of the network input holding the targets;
+            empty (the default) to use the one given to
+            :func:`gather_losses_and_scores` (or ``evaluate``), which defaults
+            to ``'targets'``. (The reference defaulted to ``'targets'`` here,
+            so that the targets name given to ``evaluate`` never took effect.)
         mask_name (str): name of the network input holding a mask (one weight
             per row, usually 0 or 1); empty for no mask.
         name (str | None): the name under which the score is logged. Defaults
@@ -51,7 +54,7 @@ class Scorer(Describable):
         __name__ (str): the name under which the score is logged.
     """
 
-    def __init__(self, out_name="", targets_name="targets", mask_name="", name=None):
+    def __init__(self, out_name="", targets_name="", mask_name="", name=None):
         self.out_name = out_name
         self.targets_name = targets_name
         self.mask_name = mask_name
@@ -118,7 +121,7 @@ class Accuracy(Scorer):
         1.0
     """
 
-    def __init__(self, out_name="", targets_name="targets", mask_name="", name=None, threshold=0.5):
+    def __init__(self, out_name="", targets_name="", mask_name="", name=None, threshold=0.5):
         super().__init__(out_name, targets_name, mask_name, name)
         self.threshold = threshold
 
@@ -161,7 +164,7 @@ class Hamming(Scorer):
         0.5
     """
 
-    def __init__(self, out_name="", targets_name="targets", mask_name="", name=None, threshold=0.5):
+    def __init__(self, out_name="", targets_name="", mask_name="", name=None, threshold=0.5):
         super().__init__(out_name, targets_name, mask_name, name)
         self.threshold = threshold
 
@@ -241,7 +244,7 @@ def gather_losses_and_scores(
             )
         outputs = net.get(path)
         predicted = flatten_all_but_last(outputs)
-        true_labels = flatten_all_but_last(net.get_input(scorer.targets_name or targets_name))
+        true_labels = flatten_all_but_last(net.get_input(scorer.targets_name or targets_name or "targets"))
         mask = _input_or_none(net, scorer.mask_name or mask_name)
         if mask is not None:
             mask = flatten_all_but_last(_mask_for(mask, outputs, scorer))
