@@ -453,3 +453,14 @@ def test_hooks_are_registered_entry_points():
     assert (
         registry.load("brainstorm.hooks", "ModifyStepperAttribute") is hooks.ModifyStepperAttribute
     )
+
+
+def test_save_best_network_says_when_the_best_value_was_logged(capsys):
+    trainer = Trainer(SgdStepper(0.1))
+    # logged at epochs 0, 2, 4 (interval 2); the hook runs every epoch
+    trainer.add_hook(FeedLog([3.0, 1.0, 2.0], name="loss", interval=2))
+    trainer.add_hook(hooks.SaveBestNetwork("loss.value", criterion="min", name="best"))
+    run(trainer, epochs=4)
+    out = capsys.readouterr().out
+    assert "best >> best loss.value so far: 1 at epoch 2" in out  # (not "epoch 1")
+    assert "at epoch 1" not in out

@@ -166,3 +166,142 @@ def test_restore_checks_the_file_and_the_network(tmp_path):
     trainer.restore_run(tmp_path / "run.hdf5", net)
     with pytest.raises(ValueError, match="valid"):
         trainer.train(net, train, validation=valid)
+
+
+class PauseAt(hooks.Hook):
+    """Stops training after a given update (as StopOnSigQuit(timescale='update') does
+    when the user presses Ctrl+\\)."""
+
+    def __init__(self, update, name=None):
+        super().__init__(name=name, timescale="update")
+        self.update = update
+
+    def __call__(self, epoch_nr, update_nr, net, stepper, logs):
+        if update_nr == self.update:
+            raise StopIteration("paused")
+
+
+@pytest.mark.parametrize("pause_at", [7, 10])  # in epoch 2 (5 updates each); its last update
+def test_a_run_stopped_in_the_middle_of_an_epoch_continues_with_the_rest_of_it(tmp_path, pause_at):
+    run_file = tmp_path / "run.hdf5"
+    reference, reference_net = uninterrupted()
+    assert reference.current_update_nr == 5 * EPOCHS
+
+    trainer, net, train, valid = setup()
+    trainer.add_hook(PauseAt(pause_at))
+    trainer.save_run_every(run_file)
+    trainer.train(net, train, valid=valid)
+    assert (trainer.current_epoch_nr, trainer.current_update_nr) == (2, pause_at)
+    with h5py.File(run_file, "r") as f:
+        assert f["unfinished_epoch"].attrs["batches"] == pause_at - 5
+
+    trainer, net, train, valid = setup()  # the script again, without the pause
+    trainer.restore_run(run_file, net)
+    trainer.train(net, train, valid=valid)
+    assert trainer.current_update_nr == reference.current_update_nr
+    assert np.array_equal(net.get("parameters"), reference_net.get("parameters"))
+    # the file held the run before the epoch hooks of the stop (which logged, drew
+    # validation batches and lowered the learning rate): the logs are as if it never
+    # stopped, and so is everything after
+    assert trainer.logs == reference.logs
+    assert trainer.stepper.learning_rate == reference.stepper.learning_rate
+
+
+def recurrent_setup(pause_at=None):
+    bs.global_rnd.set_seed(3)
+    inp = bs.layers.Input({"default": ("T", "B", 3), "targets": ("T", "B", 1)})
+    out = bs.layers.SoftmaxCE(name="Output")
+    inp >> bs.layers.Lstm(4, name="Lstm") >> bs.layers.FullyConnected(3, "linear") >> out
+    inp - "targets" >> "targets" - out - "loss" >> bs.layers.Loss()
+    net = bs.Network.from_layer(inp, handler=bs.handlers.NumpyHandler(np.float64))
+    net.initialize(bs.initializers.Gaussian(0.5), seed=1)
+    rng = np.random.RandomState(0)
+    x, t = rng.randn(5, 8, 3), rng.randint(0, 3, (5, 8, 1))
+    stepper = MomentumStepper(learning_rate=0.1, momentum=0.5)
+    stepper.carry_context = True  # each batch continues the sequences of the one before
+    trainer = Trainer(stepper, verbose=False)
+    if pause_at is not None:
+        trainer.add_hook(PauseAt(pause_at))
+    trainer.add_hook(hooks.StopAfterEpoch(2))
+    return trainer, net, Minibatches(2, shuffle=False, default=x, targets=t)
+
+
+def test_the_carried_context_of_an_unfinished_epoch_is_continued(tmp_path):
+    run_file = tmp_path / "run.hdf5"
+    reference, reference_net, data = recurrent_setup()
+    reference.train(reference_net, data)
+    trainer, net, data = recurrent_setup(pause_at=6)  # update 2 of epoch 2
+    trainer.train(net, data)
+    trainer.save_run(run_file)  # (by hand, after train returned)
+    with h5py.File(run_file, "r") as f:
+        assert f["unfinished_epoch"].attrs["has_context"]
+    trainer, net, data = recurrent_setup()
+    trainer.restore_run(run_file, net)
+    trainer.train(net, data)
+    assert trainer.current_update_nr == reference.current_update_nr == 8
+    assert np.array_equal(net.get("parameters"), reference_net.get("parameters"))
+
+
+def test_an_unfinished_epoch_needs_the_data_it_was_trained_on(tmp_path):
+    run_file = tmp_path / "run.hdf5"
+    trainer, net, data = recurrent_setup(pause_at=7)
+    trainer.train(net, data)
+    trainer.save_run(run_file)
+    trainer, net, _ = recurrent_setup()
+    trainer.restore_run(run_file, net)
+    rng = np.random.RandomState(0)
+    x, t = rng.randn(5, 4, 3), rng.randint(0, 3, (5, 4, 1))  # 2 batches, not 4
+    with pytest.raises(ValueError, match="after update 3 of its epoch.*only 2 batches"):
+        trainer.train(net, Minibatches(2, shuffle=False, default=x, targets=t))
+
+
+class FailingStart(hooks.Hook):
+    def start(self, net, stepper, verbose, named_data_iters):
+        raise KeyError("no such layer")
+
+
+def test_a_restored_run_survives_a_hook_that_fails_to_start(tmp_path):
+    run_file = tmp_path / "run.hdf5"
+    reference, reference_net = uninterrupted()
+    trainer, net, train, valid = setup()
+    trainer.hooks["StopAfterEpoch"].max_epochs = 2
+    trainer.train(net, train, valid=valid)
+    trainer.save_run(run_file)
+
+    trainer, net, train, valid = setup()
+    trainer.restore_run(run_file, net)
+    trainer.add_hook(FailingStart())
+    with pytest.raises(KeyError, match="no such layer"):
+        trainer.train(net, train, valid=valid)
+    del trainer.hooks["FailingStart"]  # the user fixes the script and tries again
+    trainer.train(net, train, valid=valid)
+    assert np.array_equal(net.get("parameters"), reference_net.get("parameters"))
+    assert trainer.logs == reference.logs
+
+
+def test_save_best_network_does_not_take_old_log_entries_for_new_ones(tmp_path):
+    # the monitor logs every 2nd epoch, the hook looks every epoch: continued after
+    # epoch 2, it must not take the epoch-2 entry for a new one at epoch 3 (and
+    # overwrite the best network with the epoch-3 network)
+    def best_setup(best_file, epochs):
+        trainer, net, train, valid = setup()
+        for name in ("validation", "ModifyStepperAttribute", "StopAfterEpoch"):
+            del trainer.hooks[name]
+        trainer.add_hook(hooks.MonitorLoss("valid", name="validation", interval=2))
+        trainer.add_hook(hooks.SaveBestNetwork("validation.total_loss", best_file, "min"))
+        trainer.add_hook(hooks.StopAfterEpoch(epochs))
+        return trainer, net, train, valid
+
+    reference, reference_net, train, valid = best_setup(tmp_path / "reference.hdf5", 3)
+    reference.train(reference_net, train, valid=valid)
+    trainer, net, train, valid = best_setup(tmp_path / "best.hdf5", 2)
+    trainer.train(net, train, valid=valid)
+    trainer.save_run(tmp_path / "run.hdf5")
+    trainer, net, train, valid = best_setup(tmp_path / "best.hdf5", 3)
+    trainer.restore_run(tmp_path / "run.hdf5", net)
+    trainer.train(net, train, valid=valid)
+    assert np.array_equal(net.get("parameters"), reference_net.get("parameters"))
+    best = bs.Network.from_hdf5(tmp_path / "best.hdf5").get("parameters")
+    expected = bs.Network.from_hdf5(tmp_path / "reference.hdf5").get("parameters")
+    assert np.array_equal(best, expected)
+    assert not np.array_equal(best, net.get("parameters"))

@@ -154,6 +154,16 @@ class Hook(Describable):
         """Called once when ``Trainer.train`` returns (also after an error):
         release what :meth:`start` acquired."""
 
+    def continue_run(self, logs):
+        """Called after :meth:`start` when ``Trainer.train`` continues a saved run
+        (``Trainer.load_run`` / ``restore_run``), with the restored logs: a hook
+        that keeps track of what it saw in the logs sets itself up from them here.
+        Does nothing by default.
+
+        Args:
+            logs (dict): the trainer's logs as saved with the run.
+        """
+
 
 def _lookup_log(hook, logs, log_name, epoch_nr=None):
     """The values of log ``log_name``; None at epoch 0 for the ``rolling_training``
@@ -268,6 +278,7 @@ class SaveBestNetwork(_LogWatcher):
         "states": None,
         "_net_description": None,
         "_entries_seen": None,
+        "_seen_at": None,
     }
 
     def __init__(
@@ -286,6 +297,17 @@ class SaveBestNetwork(_LogWatcher):
         self.states = None
         self._net_description = None
         self._entries_seen = None
+        self._seen_at = {}  # log entry -> the epoch/update at which this hook saw it first
+
+    def continue_run(self, logs):
+        """The entries of the restored logs count as seen (see :meth:`Hook.continue_run`):
+        only entries logged after the restored run continues can improve on them."""
+        try:
+            values = get_by_path(logs, self.log_name)
+        except KeyError:
+            return
+        if not isinstance(values, dict):
+            self._entries_seen = len(values)
 
     def __call__(self, epoch_nr, update_nr, net, stepper, logs):
         """Save the network if the watched value improved; see :class:`Hook`."""
@@ -293,6 +315,9 @@ class SaveBestNetwork(_LogWatcher):
         if values is None or len(values) == self._entries_seen:
             return  # nothing new logged since the last call (e.g. another interval)
         self._entries_seen = len(values)
+        if self._seen_at is None:
+            self._seen_at = {}
+        self._seen_at[len(values) - 1] = epoch_nr if self.timescale == "epoch" else update_nr
         best = _best_index(values, self.criterion)
         if best is not None and best == len(values) - 1:
             if self.filename is not None:
@@ -308,10 +333,10 @@ class SaveBestNetwork(_LogWatcher):
                 f"(criterion: {self.criterion}); {where}"
             )
         elif best is not None:
-            self.message(
-                f"best {self.log_name} so far: {_format_value(values[best])} at "
-                f"{self.timescale} {best * self.interval}"
-            )
+            # (when it was logged is known if this hook saw it as the newest entry)
+            seen = self._seen_at.get(best)
+            when = "" if seen is None else f" at {self.timescale} {seen}"
+            self.message(f"best {self.log_name} so far: {_format_value(values[best])}{when}")
 
     def load_best_network(self):
         """The best network saved so far.

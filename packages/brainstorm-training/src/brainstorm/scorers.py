@@ -244,7 +244,9 @@ def gather_losses_and_scores(
             )
         outputs = net.get(path)
         predicted = flatten_all_but_last(outputs)
-        true_labels = flatten_all_but_last(net.get_input(scorer.targets_name or targets_name or "targets"))
+        true_labels = flatten_all_but_last(
+            net.get_input(scorer.targets_name or targets_name or "targets")
+        )
         mask = _input_or_none(net, scorer.mask_name or mask_name)
         if mask is not None:
             mask = flatten_all_but_last(_mask_for(mask, outputs, scorer))

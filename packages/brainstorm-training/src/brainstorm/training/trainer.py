@@ -15,6 +15,7 @@ with bit-identical results (see :meth:`Trainer.save_run`)::
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import sys
@@ -94,6 +95,7 @@ class Trainer(Describable):
         "_named_data_iters": None,
         "_pending_restore": None,
         "_in_epoch": False,
+        "_epoch_position": None,
     }
     __default_values__ = {"run_file": None, "run_file_interval": 1}
 
@@ -119,6 +121,8 @@ class Trainer(Describable):
         self._named_data_iters = None
         self._pending_restore = None
         self._in_epoch = False
+        # where an epoch stopped by an update hook ended (see _train_epochs)
+        self._epoch_position = None
 
     def __init_from_description__(self, description):
         hooks = sorted(getattr(self, "hooks", {}).values(), key=lambda hook: hook.priority)
@@ -261,29 +265,48 @@ class Trainer(Describable):
         if not resuming:
             self._print_header("Before Training")
         self.stepper.start(net)
-        if resuming:
-            self._apply_pending_restore(net, named_data_iters)
+        unfinished = self._apply_pending_restore(net, named_data_iters) if resuming else None
         try:
             self._start_hooks(net, named_data_iters)
+            if resuming:
+                for hook in self.hooks.values():
+                    hook.continue_run(self.logs)
+            # the restored states are in place and the hooks started: from here on a
+            # failure leaves a run in progress (a retry after a failing hook's start()
+            # applies them again, instead of starting afresh)
+            self._pending_restore = None
             # epoch 0: update hooks, then (if none asked to stop) epoch hooks
             if not resuming and (self._emit_hooks(net, "update") or self._emit_hooks(net, "epoch")):
                 self._maybe_save_run(stopped=True)
                 return
-            self._train_epochs(net, training_data_iter)
+            self._train_epochs(net, training_data_iter, unfinished)
         finally:
             self._end_hooks()
 
-    def _train_epochs(self, net, training_data_iter):
+    def _train_epochs(self, net, training_data_iter, unfinished=None):
+        """The epochs of :meth:`train`; ``unfinished`` (from a restored run) continues
+        an epoch that an update hook stopped: ``{'batches': done, 'scores': ...}``."""
+        chain = _iterator_chain(training_data_iter)
         while True:
-            self.current_epoch_nr += 1
-            self.stepper.start_epoch()
-            self._print_header(f"Epoch {self.current_epoch_nr}")
-            scores = {}
+            if unfinished is None:
+                self.current_epoch_nr += 1
+                self.stepper.start_epoch()
+                self._print_header(f"Epoch {self.current_epoch_nr}")
+                done, scores = 0, {}
+            else:
+                done, scores = unfinished["batches"], unfinished["scores"]
+                unfinished = None
+                self._print_header(f"Epoch {self.current_epoch_nr}, after its update {done}")
+            # where this epoch's batches come from: the data iterators' random states
+            # before the epoch; an epoch stopped part-way is continued from there
+            # by drawing its first `done` batches again (see save_run)
+            start_states = [_get_rnd_state(it, "rnd") for it in chain]
+            self._epoch_position = None
             stop = False
             self._in_epoch = True
-            batches = 0
-            for _ in run_network(net, training_data_iter(handler=net.handler)):
-                batches += 1
+            batches = _skip_batches(training_data_iter(handler=net.handler), done)
+            for _ in run_network(net, batches):
+                done += 1
                 self.current_update_nr += 1
                 # one handler session for the passes and the update (see Handler.session)
                 with net.handler.session():
@@ -292,9 +315,10 @@ class Trainer(Describable):
                     net.apply_weight_modifiers()
                 if self._emit_hooks(net, "update"):
                     stop = True
+                    self._epoch_position = self._position(net, done, scores, start_states)
                     break
             self._in_epoch = False
-            if batches == 0 and not stop:
+            if done == 0 and not stop:
                 raise ValueError(
                     f"The training data iterator gave no batches in epoch "
                     f"{self.current_epoch_nr}: is its data empty?"
@@ -306,6 +330,23 @@ class Trainer(Describable):
             self._maybe_save_run(stopped=stop)
             if stop:
                 return
+
+    def _position(self, net, done, scores, start_states):
+        """The run right after update ``done`` of an epoch that an update hook stopped,
+        before the rolling log and the epoch hooks of the stop (which may change the
+        stepper's settings, draw from data iterators and log): what :meth:`save_run`
+        stores to continue the epoch as if it had never stopped."""
+        context = self.stepper.context if self.stepper.carry_context else None
+        states = {name: _iterator_rnd_states(it) for name, it in self._named_data_iters.items()}
+        states[_TRAINING_ITER] = start_states  # its batches are drawn again
+        return {
+            "batches": done,
+            "scores": {name: list(values) for name, values in scores.items()},
+            "iterator_states": states,
+            "context": _numpy_context(net.handler, context),
+            "trainer": get_description(self),
+            "logs": copy.deepcopy(self.logs),
+        }
 
     def evaluate(self, net, **named_data_iters):
         """Call every monitoring hook once on ``net`` (no training); return what they logged.
@@ -377,7 +418,16 @@ class Trainer(Describable):
         :meth:`train` call (but not their data). No pickle is used.
 
         Call it from an epoch hook, through ``save_run_every``, or after
-        :meth:`train` returned; the continued run starts with the next epoch.
+        :meth:`train` returned; the continued run starts with the next epoch,
+        or, if an update hook stopped training in the middle of an epoch (e.g.
+        ``StopOnSigQuit(timescale='update')``), with the rest of that epoch, as
+        if it had never stopped. The file then holds the run as it was right
+        after the last update, before the epoch hooks that ran when training
+        stopped (their log entries, the settings they changed and the random
+        numbers they drew are not in it), plus how many updates of the epoch
+        were done, the training scores gathered so far, the stepper's carried
+        context and the data iterators' random states from the epoch's start
+        (the continued run draws those batches again, without training on them).
         A ``SaveBestNetwork`` without a filename keeps its best network in
         memory only, which is not saved (a warning says so).
 
@@ -411,15 +461,20 @@ class Trainer(Describable):
                 stacklevel=2,
             )
         net = self._net
-        trainer_description = get_description(self)
+        position = self._epoch_position  # (None unless stopped in the middle of an epoch)
+        trainer_description = get_description(self) if position is None else position["trainer"]
+        logs = self.logs if position is None else position["logs"]
         net_description = get_description(net)
         params = net.handler.get_numpy_copy(net.buffer.parameters)
         states = net.handler.get_numpy_copy(net.buffer.states)
         stepper_state = self.stepper.get_state()
         handler_state = _get_rnd_state(net.handler, "rnd")
-        iterator_states = {
-            name: _iterator_rnd_states(it) for name, it in self._named_data_iters.items()
-        }
+        if position is None:
+            iterator_states = {
+                name: _iterator_rnd_states(it) for name, it in self._named_data_iters.items()
+            }
+        else:
+            iterator_states = position["iterator_states"]
 
         def write(f):
             f.attrs["info"] = get_brainstorm_info()
@@ -434,7 +489,7 @@ class Trainer(Describable):
             g = f.create_group("stepper")
             for name, value in stepper_state.items():
                 g.create_dataset(name, data=np.asarray(value))
-            write_logs(f.create_group("logs"), self.logs)
+            write_logs(f.create_group("logs"), logs)
             g = f.create_group("random_states")
             _write_rnd_state(g, "network", net.rnd.get_state())
             if handler_state is not None:
@@ -446,6 +501,8 @@ class Trainer(Describable):
                     if state is not None:
                         _write_rnd_state(chain_group, str(depth), state)
                 chain_group.attrs["depth"] = len(chain)
+            if position is not None:
+                _write_epoch_position(f.create_group("unfinished_epoch"), position)
 
         atomic_write_hdf5(filename, write)
 
@@ -517,6 +574,9 @@ class Trainer(Describable):
                     _read_rnd_state(chain_group[str(i)]) if str(i) in chain_group else None
                     for i in range(depth)
                 ]
+            unfinished = (
+                _read_epoch_position(f["unfinished_epoch"]) if "unfinished_epoch" in f else None
+            )
         if stored_stepper.get("@type") != type(self.stepper).__name__:
             raise ValueError(
                 f"{filename}: the run was trained with {stored_stepper.get('@type')}, this "
@@ -543,9 +603,16 @@ class Trainer(Describable):
         self.logs = logs
         self.current_epoch_nr = epoch_nr
         self.current_update_nr = update_nr
-        self._pending_restore = {"stepper": stepper_state, "iterators": iterator_states}
+        self._epoch_position = None
+        self._pending_restore = {
+            "stepper": stepper_state,
+            "iterators": iterator_states,
+            "unfinished": unfinished,
+        }
 
     def _apply_pending_restore(self, net, named_data_iters):
+        """Apply the stepper's and data iterators' states of a restored run (after
+        ``stepper.start``); return where an unfinished epoch stopped, or None."""
         pending = self._pending_restore
         saved = pending["iterators"]
         if set(saved) != set(named_data_iters):
@@ -560,14 +627,25 @@ class Trainer(Describable):
                     f"Data iterator {name!r} wraps {len(chains[name])} iterators, the saved "
                     f"one {len(states)}; create it as in the saved run"
                 )
-        # everything fits: apply, and only now forget the pending state
-        self._pending_restore = None
+        # everything fits: apply (train() forgets the pending state once the hooks
+        # started too)
         self.stepper.set_state(pending["stepper"])
         for name, states in saved.items():
             for it, state in zip(chains[name], states):
                 rnd = getattr(it, "rnd", None)
                 if state is not None and rnd is not None:
                     rnd.set_state(state)
+        unfinished = pending.get("unfinished")
+        if unfinished is None:
+            return None
+        context = unfinished["context"]
+        if context is not None:
+            context = {path: net.handler.create_from_numpy(a) for path, a in context.items()}
+        self.stepper.context = context
+        return {
+            "batches": unfinished["batches"],
+            "scores": {name: list(values) for name, values in unfinished["scores"].items()},
+        }
 
 
 # ------------------------------------------------------------------ helpers
@@ -604,6 +682,61 @@ class _open_run_file:
 
     def __exit__(self, *exc):
         self.f.close()
+
+
+def _skip_batches(batches, count):
+    """The generator ``batches`` after drawing (and dropping) its first ``count`` batches.
+
+    Raises:
+        ValueError: if it has fewer (the data differ from the saved run's).
+    """
+    for drawn in range(count):
+        if next(batches, None) is None:
+            raise ValueError(
+                f"The saved run stopped after update {count} of its epoch, but the training "
+                f"data iterator now gives only {drawn} batches: pass the same data to continue it"
+            )
+    return batches
+
+
+def _numpy_context(handler, context):
+    if context is None:
+        return None
+    return {path: handler.get_numpy_copy(value) for path, value in context.items()}
+
+
+def _write_epoch_position(group, position):
+    """Where an epoch stopped (see :meth:`Trainer.save_run`); names are kept as JSON
+    attributes (a score or buffer name may hold any character)."""
+    group.attrs["batches"] = int(position["batches"])
+    names = list(position["scores"])
+    group.attrs["score_names"] = json.dumps(names)
+    scores = group.create_group("scores")
+    for i, name in enumerate(names):
+        scores.create_dataset(str(i), data=np.asarray(position["scores"][name], dtype=np.float64))
+    context = position["context"]
+    group.attrs["has_context"] = context is not None
+    if context is not None:
+        paths = list(context)
+        group.attrs["context_paths"] = json.dumps(paths)
+        g = group.create_group("context")
+        for i, path in enumerate(paths):
+            g.create_dataset(str(i), data=context[path])
+
+
+def _read_epoch_position(group):
+    names = json.loads(_text(group.attrs["score_names"]))
+    scores = {
+        name: [
+            (float(w), float(v)) for w, v in np.asarray(group["scores"][str(i)][()]).reshape(-1, 2)
+        ]
+        for i, name in enumerate(names)
+    }
+    context = None
+    if bool(group.attrs["has_context"]):
+        paths = json.loads(_text(group.attrs["context_paths"]))
+        context = {path: np.asarray(group["context"][str(i)][()]) for i, path in enumerate(paths)}
+    return {"batches": int(group.attrs["batches"]), "scores": scores, "context": context}
 
 
 def _iterator_chain(data_iter):
