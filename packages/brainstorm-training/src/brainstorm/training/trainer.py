@@ -542,7 +542,9 @@ class Trainer(Describable):
         such as ``ModifyStepperAttribute`` may have changed); the stepper's
         state and the data iterators' random states are applied at the next
         :meth:`train` call, which then continues the run (without the round of
-        hook calls before training). This trainer's hooks and scorers are kept.
+        hook calls before training), and so are the random states of the
+        network and its handler once more (the handler's derives from
+        ``bs.global_rnd``, which the script may seed again in between). This trainer's hooks and scorers are kept.
 
         Args:
             filename (str | os.PathLike): a file written by :meth:`save_run`.
@@ -608,6 +610,10 @@ class Trainer(Describable):
             "stepper": stepper_state,
             "iterators": iterator_states,
             "unfinished": unfinished,
+            # (applied again at train(): the set-up of the data between here and
+            # there may reseed global_rnd, from which the handler's state derives)
+            "network": network_state,
+            "handler": (handler_state, filename),
         }
 
     def _apply_pending_restore(self, net, named_data_iters):
@@ -630,6 +636,10 @@ class Trainer(Describable):
         # everything fits: apply (train() forgets the pending state once the hooks
         # started too)
         self.stepper.set_state(pending["stepper"])
+        net.rnd.set_state(pending["network"])
+        handler_state, filename = pending["handler"]
+        if handler_state is not None:
+            _set_rnd_state(net.handler, handler_state, filename)
         for name, states in saved.items():
             for it, state in zip(chains[name], states):
                 rnd = getattr(it, "rnd", None)
