@@ -153,6 +153,20 @@ def test_weight_and_gradient_modifiers(rng):
     assert np.all(np.abs(net.get("gradients")) <= 0.1 + 1e-12)
 
 
+def test_start_weight_modifiers_lets_freeze_values_keep_the_starting_weights():
+    from brainstorm.value_modifiers import FreezeValues
+
+    net = chain_net(handler=NumpyHandler(np.float64))
+    net.initialize(Gaussian(), seed=3)
+    start = net.get("A.parameters.w")
+    net.set_weight_modifiers(A=[FreezeValues(), ClipValues(-10, 10)])
+    net.start_weight_modifiers()  # (ClipValues: nothing to start, nothing changed)
+    assert np.array_equal(net.get("A.parameters.w"), start)
+    net.buffer.A.parameters.w[...] = 0.5  # "an update"
+    net.apply_weight_modifiers()
+    assert np.array_equal(net.get("A.parameters.w"), start)
+
+
 def test_gradient_modifiers_are_refused_as_weight_modifiers():
     from brainstorm.value_modifiers import L2Decay
 

@@ -299,3 +299,22 @@ def test_save_best_network_does_not_take_old_log_entries_for_new_ones(tmp_path):
     expected = bs.Network.from_hdf5(tmp_path / "reference.hdf5").get("parameters")
     assert np.array_equal(best, expected)
     assert not np.array_equal(best, net.get("parameters"))
+
+
+def test_freeze_values_keeps_the_weights_training_starts_from(tmp_path):
+    trainer, net, train, valid = setup()
+    net.set_weight_modifiers({"Hid": {"W": bs.value_modifiers.FreezeValues()}})
+    start = net.get("Hid.parameters.W")
+    other = net.get("Out_proj.parameters.W")
+    trainer.hooks["StopAfterEpoch"].max_epochs = 1
+    trainer.train(net, train, valid=valid)
+    assert np.array_equal(net.get("Hid.parameters.W"), start)  # (frozen from update 1 on)
+    assert not np.array_equal(net.get("Out_proj.parameters.W"), other)  # the rest trained
+    trainer.save_run(tmp_path / "run.hdf5")
+    trainer, net = Trainer.load_run(tmp_path / "run.hdf5")  # FreezeValues() anew
+    trainer.verbose = False
+    trainer.hooks["StopAfterEpoch"].max_epochs = EPOCHS
+    _, _, train, valid = setup()
+    trainer.train(net, train, valid=valid)
+    assert trainer.current_epoch_nr == EPOCHS
+    assert np.array_equal(net.get("Hid.parameters.W"), start)

@@ -58,6 +58,17 @@ class ValueModifier(Seedable):
         """
         raise NotImplementedError(f"{type(self).__name__} does not implement __call__")
 
+    def start(self, handler, view):
+        """Called before training with the values ``view`` starts from (weight
+        modifiers: :meth:`~brainstorm.structure.network.Network.start_weight_modifiers`,
+        which the Trainer calls). Does nothing by default; :class:`FreezeValues`
+        keeps the values here.
+
+        Args:
+            handler (brainstorm.handlers.Handler): the handler ``view`` lives on.
+            view: the array the modifier will modify.
+        """
+
     def __repr__(self):
         where = f"{self.layer_name}.{self.view_name}" if self.layer_name else "unassigned"
         return f"<{type(self).__name__} on {where}>"
@@ -203,8 +214,9 @@ class MaskValues(ValueModifier):
 class FreezeValues(ValueModifier):
     """Keep a view at fixed values: reset it on every call.
 
-    Without ``weights`` the values seen at the first call are kept. Only
-    explicitly given ``weights`` are part of the description.
+    Without ``weights`` the values the view has when training starts are kept
+    (see :meth:`ValueModifier.start`; outside a Trainer, the values seen at the
+    first call). Only explicitly given ``weights`` are part of the description.
 
     Args:
         weights (array_like | None): the values to keep. Defaults to None
@@ -226,6 +238,12 @@ class FreezeValues(ValueModifier):
         super().__init_from_description__(description)
         if self.weights is not None:
             self.weights = np.array(self.weights)
+
+    def start(self, handler, view):
+        """Keep the values ``view`` starts from (unless ``weights`` were given or
+        values are kept already)."""
+        if self._frozen is None and self.weights is None:
+            self._frozen = handler.get_numpy_copy(view)
 
     def __call__(self, handler, view):
         if self._frozen is None:

@@ -510,6 +510,16 @@ class Network(Seedable):
                 for mod in mods:
                     mod(self.handler, view)
 
+    def start_weight_modifiers(self):
+        """Show the weight modifiers the weights training starts from (their
+        ``start``; e.g. ``FreezeValues()`` keeps them). The Trainer calls it when
+        training starts or continues."""
+        for layer_name, views in self.weight_modifiers.items():
+            for view_name, mods in views.items():
+                view = self.buffer[layer_name].parameters[view_name]
+                for mod in mods:
+                    mod.start(self.handler, view)
+
     def apply_gradient_modifiers(self):
         """Run the gradient modifiers once."""
         from brainstorm.value_modifiers import GradientModifier

@@ -266,6 +266,7 @@ class Trainer(Describable):
             self._print_header("Before Training")
         self.stepper.start(net)
         unfinished = self._apply_pending_restore(net, named_data_iters) if resuming else None
+        net.start_weight_modifiers()  # (FreezeValues keeps the weights training starts from)
         try:
             self._start_hooks(net, named_data_iters)
             if resuming:
