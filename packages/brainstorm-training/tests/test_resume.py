@@ -318,3 +318,27 @@ def test_freeze_values_keeps_the_weights_training_starts_from(tmp_path):
     trainer.train(net, train, valid=valid)
     assert trainer.current_epoch_nr == EPOCHS
     assert np.array_equal(net.get("Hid.parameters.W"), start)
+
+
+def test_continuing_a_run_that_stopped_asks_its_stop_checks_again(tmp_path):
+    # a script that continues its run file if there is one: run twice, it must not
+    # train an epoch more each time
+    run_file = tmp_path / "run.hdf5"
+    trainer, net, train, valid = setup()
+    trainer.save_run_every(run_file)
+    trainer.train(net, train, valid=valid)
+    finished = net.get("parameters")
+    for _ in range(2):
+        trainer, net = Trainer.load_run(run_file)
+        trainer.verbose = False
+        _, _, train, valid = setup()
+        trainer.train(net, train, valid=valid)
+        assert (trainer.current_epoch_nr, trainer.current_update_nr) == (EPOCHS, 5 * EPOCHS)
+        assert np.array_equal(net.get("parameters"), finished)
+    # with a higher limit it trains on
+    trainer, net = Trainer.load_run(run_file)
+    trainer.verbose = False
+    trainer.hooks["StopAfterEpoch"].max_epochs = EPOCHS + 1
+    _, _, train, valid = setup()
+    trainer.train(net, train, valid=valid)
+    assert (trainer.current_epoch_nr, trainer.current_update_nr) == (EPOCHS + 1, 5 * EPOCHS + 5)

@@ -99,6 +99,10 @@ class Hook(Describable):
     #: Whether :meth:`Trainer.evaluate` calls this hook; hooks that save, stop or
     #: steer training say False.
     used_by_evaluate = True
+    #: Whether the hook only decides whether training stops (``StopAfterEpoch``,
+    #: ``EarlyStopper``, ...): when a run that stopped at the end of an epoch is
+    #: continued, such hooks are asked again before training goes on.
+    checks_stop = False
 
     def __init__(self, name=None, timescale="epoch", interval=1, verbose=None):
         if timescale not in _TIMESCALES:
@@ -683,6 +687,8 @@ class EarlyStopper(_LogWatcher):
         ...                                        patience=10, criterion='max'))
     """
 
+    checks_stop = True
+
     def __init__(
         self,
         log_name,
@@ -725,6 +731,8 @@ class StopAfterEpoch(Hook):
 
     used_by_evaluate = False
 
+    checks_stop = True
+
     def __init__(self, max_epochs, name=None, timescale="epoch", interval=1, verbose=None):
         super().__init__(name, timescale, interval, verbose)
         self.max_epochs = max_epochs
@@ -752,6 +760,8 @@ class StopAfterThresholdReached(_LogWatcher):
         >>> trainer.add_hook(StopAfterThresholdReached('validation.Accuracy',
         ...                                            threshold=0.97, criterion='max'))
     """
+
+    checks_stop = True
 
     def __init__(
         self,
@@ -804,6 +814,8 @@ class StopOnNan(Hook):
     """
 
     used_by_evaluate = False
+
+    checks_stop = True
 
     def __init__(
         self,

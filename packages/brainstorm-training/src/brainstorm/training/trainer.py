@@ -96,6 +96,7 @@ class Trainer(Describable):
         "_pending_restore": None,
         "_in_epoch": False,
         "_epoch_position": None,
+        "_stopped": False,
     }
     __default_values__ = {"run_file": None, "run_file_interval": 1}
 
@@ -123,6 +124,8 @@ class Trainer(Describable):
         self._in_epoch = False
         # where an epoch stopped by an update hook ended (see _train_epochs)
         self._epoch_position = None
+        # whether the last train() ended with a stop at the end of an epoch
+        self._stopped = False
 
     def __init_from_description__(self, description):
         hooks = sorted(getattr(self, "hooks", {}).values(), key=lambda hook: hook.priority)
@@ -171,13 +174,16 @@ class Trainer(Describable):
             if end is not None:
                 end()
 
-    def _emit_hooks(self, net, timescale, logs=None):
-        """Call the hooks of ``timescale`` that are due; True if one asked to stop."""
+    def _emit_hooks(self, net, timescale, logs=None, stop_checks_only=False):
+        """Call the hooks of ``timescale`` that are due (with ``stop_checks_only``,
+        only those with ``checks_stop``); True if one asked to stop."""
         logs = self.logs if logs is None else logs
         count = self.current_epoch_nr if timescale == "epoch" else self.current_update_nr
         should_stop = False
         for name, hook in self.hooks.items():
             if hook.timescale != timescale or count % hook.interval != 0:
+                continue
+            if stop_checks_only and not hook.checks_stop:
                 continue
             try:
                 result = hook(
@@ -265,7 +271,9 @@ class Trainer(Describable):
         if not resuming:
             self._print_header("Before Training")
         self.stepper.start(net)
+        stopped_before = resuming and self._pending_restore.get("stopped", False)
         unfinished = self._apply_pending_restore(net, named_data_iters) if resuming else None
+        self._stopped = False
         net.start_weight_modifiers()  # (FreezeValues keeps the weights training starts from)
         try:
             self._start_hooks(net, named_data_iters)
@@ -278,7 +286,13 @@ class Trainer(Describable):
             self._pending_restore = None
             # epoch 0: update hooks, then (if none asked to stop) epoch hooks
             if not resuming and (self._emit_hooks(net, "update") or self._emit_hooks(net, "epoch")):
+                self._stopped = True
                 self._maybe_save_run(stopped=True)
+                return
+            if stopped_before and self._emit_hooks(net, "epoch", stop_checks_only=True):
+                # the continued run had stopped, and its stop checks still say so (raise
+                # e.g. StopAfterEpoch's max_epochs to train on)
+                self._stopped = True
                 return
             self._train_epochs(net, training_data_iter, unfinished)
         finally:
@@ -328,6 +342,7 @@ class Trainer(Describable):
                 rolling = aggregate_losses_and_scores(scores, net, self.train_scorers)
                 self._add_log("rolling_training", rolling)
             stop = self._emit_hooks(net, "epoch") or stop
+            self._stopped = stop and self._epoch_position is None
             self._maybe_save_run(stopped=stop)
             if stop:
                 return
@@ -482,6 +497,7 @@ class Trainer(Describable):
             f.attrs["format"] = RUN_FORMAT.encode()
             f.attrs["current_epoch_nr"] = self.current_epoch_nr
             f.attrs["current_update_nr"] = self.current_update_nr
+            f.attrs["stopped"] = bool(self._stopped and position is None)
             f["trainer"] = json.dumps(trainer_description).encode()
             g = f.create_group("network")
             g["description"] = json.dumps(net_description).encode()
@@ -540,12 +556,15 @@ class Trainer(Describable):
 
         Overwrites the network's parameters, states and random states, this
         trainer's counters and logs, and the stepper's settings (which hooks
-        such as ``ModifyStepperAttribute`` may have changed); the stepper's
-        state and the data iterators' random states are applied at the next
-        :meth:`train` call, which then continues the run (without the round of
-        hook calls before training), and so are the random states of the
-        network and its handler once more (the handler's derives from
-        ``bs.global_rnd``, which the script may seed again in between). This trainer's hooks and scorers are kept.
+        such as ``ModifyStepperAttribute`` may have changed). At the next
+        :meth:`train` call the stepper's state and the data iterators' random
+        states are applied, and the random states of the network and its
+        handler once more (the handler's derives from ``bs.global_rnd``, which
+        the script may seed again in between); that call then continues the
+        run without the round of hook calls before training. If the run had
+        stopped at the end of an epoch, the hooks with ``checks_stop`` are asked
+        again first, and training ends at once if one still says stop. This
+        trainer's hooks and scorers are kept.
 
         Args:
             filename (str | os.PathLike): a file written by :meth:`save_run`.
@@ -566,6 +585,7 @@ class Trainer(Describable):
             stepper_state = {name: np.asarray(d[()]) for name, d in f["stepper"].items()}
             logs = read_logs(f["logs"])
             epoch_nr = int(f.attrs["current_epoch_nr"])
+            stopped = bool(f.attrs.get("stopped", False))
             update_nr = int(f.attrs["current_update_nr"])
             rnd = f["random_states"]
             network_state = _read_rnd_state(rnd["network"])
@@ -611,6 +631,7 @@ class Trainer(Describable):
             "stepper": stepper_state,
             "iterators": iterator_states,
             "unfinished": unfinished,
+            "stopped": stopped,
             # (applied again at train(): the set-up of the data between here and
             # there may reseed global_rnd, from which the handler's state derives)
             "network": network_state,
