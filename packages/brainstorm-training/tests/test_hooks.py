@@ -255,6 +255,26 @@ def test_monitor_loss_and_scores_log_evaluations():
     assert trainer.logs["scores"]["Accuracy"][-1] == pytest.approx(expected["Accuracy"])
 
 
+def test_logs_with_any_keys_and_string_values_survive_saving(tmp_path):
+    # per-class scores under int keys, a '/' and a '%' in keys, strings as values
+    filename = tmp_path / "logs.hdf5"
+    trainer = quiet()
+
+    class PerClass(hooks.Hook):
+        def __call__(self, epoch_nr, update_nr, net, stepper, logs):
+            return {"value": {0: 0.5, 1: 0.25, "a/b": 1.0, "50%/2F": 2.0, "status": "ok"}}
+
+    trainer.add_hook(PerClass(name="per/class"))
+    trainer.add_hook(hooks.SaveLogs(filename))
+    run(trainer, epochs=1)
+    assert trainer.logs["per/class"]["value"]["0"] == [0.5, 0.5]  # (keys become strings)
+    assert trainer.logs["per/class"]["value"]["status"] == ["ok", "ok"]
+    assert load_logs(filename) == trainer.logs
+    trainer.save_run(tmp_path / "run.hdf5")
+    restored = Trainer.load_run(tmp_path / "run.hdf5")[0]
+    assert restored.logs == trainer.logs
+
+
 def test_monitor_layer_parameters_logs_statistics_and_row_norms():
     trainer = quiet()
     trainer.add_hook(hooks.MonitorLayerParameters("Hid"))

@@ -211,7 +211,8 @@ class Trainer(Describable):
                 _print(" " * indent + name)
             group = logs.setdefault(name, {})
             for key, item in value.items():
-                self._add_log(key, item, verbose, group, indent + 2)
+                # (keys are strings, as in a saved run or logs file)
+                self._add_log(str(key), item, verbose, group, indent + 2)
         elif value is not None:
             value = _plain(value)
             if verbose:

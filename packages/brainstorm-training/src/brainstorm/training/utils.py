@@ -3,6 +3,8 @@ it, and storing logs in HDF5 files."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from brainstorm.scorers import aggregate_losses_and_scores, gather_losses_and_scores
@@ -103,27 +105,50 @@ def evaluate(net, iter, scorers=(), out_name="", targets_name="targets", mask_na
 # ------------------------------------------------------------------- logs files
 
 
+def _entry_name(key):
+    """A log key as an HDF5 name: ``/`` (which would nest) and ``%`` escaped."""
+    return str(key).replace("%", "%25").replace("/", "%2F")
+
+
+def _key(name):
+    return name.replace("%2F", "/").replace("%25", "%")
+
+
 def write_logs(group, logs):
     """Write nested logs into an HDF5 group.
 
-    Dicts become groups, lists of numbers become datasets; anything else is
-    skipped.
+    Dicts become groups, lists of numbers (or of strings) become datasets.
+    Keys are written as strings (any character; ``/`` and ``%`` are escaped in
+    the file). A list of anything else is skipped with a warning.
 
     Args:
         group (h5py.Group): where to write (should be empty).
         logs (dict): nested dict with lists of numbers at the leaves.
     """
+    import h5py
+
     for key, value in logs.items():
+        name = _entry_name(key)
         if isinstance(value, dict):
-            write_logs(group.create_group(key), value)
+            write_logs(group.create_group(name), value)
             continue
         try:
             array = np.asarray(value)
         except (TypeError, ValueError):
-            continue
-        if array.dtype.kind not in "biuf":
-            continue
-        group.create_dataset(key, data=array)
+            array = None
+        if array is not None and array.dtype.kind in "biuf":
+            group.create_dataset(name, data=array)
+        elif array is not None and array.dtype.kind == "U":
+            strings = group.create_dataset(
+                name, data=array.astype(object), dtype=h5py.string_dtype()
+            )
+            strings.attrs["strings"] = True
+        else:
+            warnings.warn(
+                f"log {key!r} holds values that are neither numbers nor strings; it is not written",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
 
 def read_logs(group):
@@ -138,9 +163,12 @@ def read_logs(group):
     import h5py
 
     logs = {}
-    for key, value in group.items():
+    for name, value in group.items():
+        key = _key(name)
         if isinstance(value, h5py.Group):
             logs[key] = read_logs(value)
+        elif value.attrs.get("strings", False):
+            logs[key] = [str(s) for s in value.asstr()[()]]
         else:
             logs[key] = np.asarray(value[()]).tolist()
     return logs
