@@ -166,3 +166,16 @@ def test_the_targets_name_given_to_evaluate_reaches_scorers_without_their_own():
     assert Accuracy().targets_name == ""  # (resolved to 'targets' when nothing else is given)
     with pytest.raises(KeyError, match="targets"):  # without it: the default name 'targets'
         evaluate(net, data, [Accuracy()])
+
+
+def test_scorers_with_one_name_are_refused_not_pooled():
+    x, t = make_data(6)
+    net = float64_net()
+    data = Undivided(default=x, targets=t)
+    two = [Accuracy("Output.outputs.predictions"), Accuracy("Hid.outputs.default")]
+    with pytest.raises(ValueError, match="'Accuracy' is also the name of another scorer"):
+        evaluate(net, data, two)
+    with pytest.raises(ValueError, match="'total_loss' is also the name of a loss"):
+        evaluate(net, data, [Accuracy(name="total_loss")])
+    scores = evaluate(net, data, [two[0], Accuracy("Hid.outputs.default", name="hidden")])
+    assert set(scores) == {"total_loss", "Accuracy", "hidden"}

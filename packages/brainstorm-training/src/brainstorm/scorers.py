@@ -230,10 +230,13 @@ def gather_losses_and_scores(
         mask_name (str): mask input for scorers without their own.
 
     Raises:
-        ValueError: if no output to score is known.
+        ValueError: if no output to score is known, or two scorers (or a scorer
+            and a loss) have the same name.
     """
     batch_size = net.buffer_manager.batch_size
-    for name, loss in net.get_loss_values().items():
+    losses = net.get_loss_values()
+    _check_names(scorers, losses)
+    for name, loss in losses.items():
         scores.setdefault(name, []).append((batch_size, loss))
     for scorer in scorers:
         path = scorer.out_name or out_name or net.output_name
@@ -255,6 +258,22 @@ def gather_losses_and_scores(
             weight = predicted.shape[0]
         value = scorer(true_labels, predicted, mask)
         scores.setdefault(scorer.__name__, []).append((weight, value))
+
+
+def _check_names(scorers, losses):
+    """ValueError if two scorers, or a scorer and a loss, would be logged under one name
+    (their results would be pooled into one meaningless number)."""
+    seen = set(losses)
+    for scorer in scorers:
+        name = scorer.__name__
+        if name in seen:
+            what = "a loss" if name in losses else "another scorer"
+            raise ValueError(
+                f"Scorer name {name!r} is also the name of {what}: their results would be "
+                f"pooled; give the scorer another name, e.g. "
+                f"{type(scorer).__name__}(..., name='{name}_2')"
+            )
+        seen.add(name)
 
 
 def _mask_for(mask, outputs, scorer):
