@@ -5,7 +5,7 @@ import pytest
 from training_test_helpers import Recorder, float64_net, make_data, make_net
 
 import brainstorm as bs
-from brainstorm.data_iterators import Undivided
+from brainstorm.data_iterators import Minibatches, Undivided
 from brainstorm.handlers import NumpyHandler
 from brainstorm.hooks import Hook
 from brainstorm.scorers import Accuracy, Hamming, MeanSquaredError
@@ -172,6 +172,25 @@ def test_watched_training_logs_do_not_exist_yet_at_epoch_0(hook):
     assert instance(0, 0, net, None, {}) is None  # before training: nothing to watch
     with pytest.raises(KeyError, match="rolling_training.total_loss"):
         instance(1, 3, net, None, {})  # a missing log later is still an error
+
+
+@pytest.mark.parametrize("log", ["validation.total_loss", "rolling_training.total_loss"])
+def test_log_watchers_on_the_update_timescale_wait_for_their_log(log):
+    # at count 0 the update hooks run before the epoch hooks (which log the
+    # validation), and the rolling logs appear only at the end of epoch 1
+    x, t = make_data(20)
+    trainer = bs.Trainer(bs.training.SgdStepper(0.1), verbose=False)
+    trainer.add_hook(bs.hooks.MonitorLoss("valid", name="validation"))
+    trainer.add_hook(bs.hooks.StopAfterThresholdReached(log, -1.0, timescale="update"))
+    trainer.add_hook(bs.hooks.StopOnNan([log], timescale="update"))
+    trainer.add_hook(bs.hooks.StopAfterEpoch(2))
+    data = Minibatches(5, default=x, targets=t)
+    trainer.train(float64_net(), data, valid=data)
+    assert trainer.current_update_nr == 8
+    hook = bs.hooks.EarlyStopper("misspelled.total_loss", timescale="update")
+    assert hook(0, 0, None, None, {}) is None
+    with pytest.raises(KeyError, match="no log 'misspelled.total_loss'"):
+        hook(1, 1, None, None, {"validation": {"total_loss": [1.0]}})
 
 
 def test_a_per_step_mask_spreads_over_pixelwise_outputs():

@@ -27,6 +27,8 @@ def test_linear_steps_and_clamps():
         1.0,
         1.0,
     ]
+    # it ends at the final value exactly (0.1 - 3 * 0.03 is not 0.01 in floats)
+    assert values(Linear(0.1, 0.01, 3), [3, 4]) == [0.01, 0.01]
 
 
 def test_exponential_multiplies_and_clips():

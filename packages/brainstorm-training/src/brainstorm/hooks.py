@@ -170,13 +170,24 @@ class Hook(Describable):
 
 
 def _lookup_log(hook, logs, log_name, epoch_nr=None):
-    """The values of log ``log_name``; None at epoch 0 for the ``rolling_training``
-    logs, which start with the first epoch (any other missing log is an error: the
-    hook that writes it runs at epoch 0 too, if it was added before this one)."""
+    """The values of log ``log_name``, or None while it cannot exist yet.
+
+    The ``rolling_training`` logs start at the end of epoch 1 (for a hook on the
+    ``'update'`` timescale: after the updates of epoch 1). Other logs are written at
+    epoch 0 too, by a hook added before this one, but a hook on the ``'update'``
+    timescale runs before the epoch hooks of epoch 0. Any other missing log is an
+    error.
+    """
     try:
         values = get_by_path(logs, log_name)
     except KeyError as err:
-        if epoch_nr == 0 and log_name.split(".")[0] == "rolling_training":
+        rolling = log_name.split(".")[0] == "rolling_training"
+        last_epoch_without = 1 if rolling and hook.timescale == "update" else 0
+        if (
+            epoch_nr is not None
+            and epoch_nr <= last_epoch_without
+            and (rolling or hook.timescale == "update")
+        ):
             return None
         raise KeyError(
             f"{hook.__name__}: there is no log {log_name!r} (add the hook that logs it "

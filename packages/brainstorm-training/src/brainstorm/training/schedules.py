@@ -54,6 +54,8 @@ class Linear(Describable):
     def __call__(self, epoch_nr, update_nr, timescale, interval, net, stepper, logs):
         """The value for the current count; see the module docstring for the arguments."""
         changes = min(_current(epoch_nr, update_nr, timescale) // interval, self.num_changes)
+        if changes >= self.num_changes:
+            return self.final_value  # exactly (the steps may not add up to it)
         step = (self.final_value - self.initial_value) / self.num_changes
         return self.initial_value + changes * step
 
