@@ -309,3 +309,15 @@ def test_monitors_want_an_iterator_name_and_scorer_objects():
         bs.hooks.MonitorLoss(Undivided(default=x, targets=t))
     with pytest.raises(TypeError, match="the class Accuracy"):
         bs.hooks.MonitorScores("valid", [Accuracy])
+
+
+def test_layer_monitors_added_after_an_evaluating_monitor_are_warned_about():
+    trainer = bs.Trainer(bs.training.SgdStepper(0.1), verbose=False)
+    trainer.add_hook(bs.hooks.MonitorLayerInOuts("Hid"))  # before: fine
+    trainer.add_hook(bs.hooks.MonitorLoss("valid", name="validation"))
+    trainer.add_hook(bs.hooks.MonitorLayerParameters("Hid"))  # reads no batch: fine
+    trainer.add_hook(bs.hooks.MonitorLayerDeltas("Out", timescale="update"))  # other timescale
+    with pytest.warns(
+        UserWarning, match="MonitorDeltas_Hid reads .* add MonitorDeltas_Hid before validation"
+    ):
+        trainer.add_hook(bs.hooks.MonitorLayerDeltas("Hid"))

@@ -103,6 +103,11 @@ class Hook(Describable):
     #: ``EarlyStopper``, ...): when a run that stopped at the end of an epoch is
     #: continued, such hooks are asked again before training goes on.
     checks_stop = False
+    #: Whether the hook reads buffers of the last training batch (inputs, outputs,
+    #: deltas), which a hook that runs the network on other data replaces.
+    reads_last_batch = False
+    #: Whether the hook runs the network on other data (e.g. a validation set).
+    runs_network = False
 
     def __init__(self, name=None, timescale="epoch", interval=1, verbose=None):
         if timescale not in _TIMESCALES:
@@ -514,6 +519,7 @@ class MonitorLayerDeltas(_LayerMonitor):
     """
 
     _prefix = "MonitorDeltas"
+    reads_last_batch = True
 
     def __call__(self, epoch_nr, update_nr, net, stepper, logs):
         """The statistics; see :class:`Hook`."""
@@ -559,6 +565,7 @@ class MonitorLayerInOuts(_LayerMonitor):
     """
 
     _prefix = "MonitorInOuts"
+    reads_last_batch = True
 
     def __call__(self, epoch_nr, update_nr, net, stepper, logs):
         """The statistics; see :class:`Hook`."""
@@ -610,6 +617,8 @@ class MonitorLoss(Hook):
     """
 
     __undescribed__ = {"iter": None}
+
+    runs_network = True
 
     def __init__(self, iter_name, name=None, timescale="epoch", interval=1, verbose=None):
         super().__init__(name, timescale, interval, verbose)

@@ -141,7 +141,10 @@ class Trainer(Describable):
         """Add a hook; hooks are called in the order they were added.
 
         Hooks that rely on logs of other hooks (``SaveBestNetwork``,
-        ``EarlyStopper``) must be added after the hook that logs the value.
+        ``EarlyStopper``) must be added after the hook that logs the value;
+        hooks that read the last training batch (``MonitorLayerDeltas``,
+        ``MonitorLayerInOuts``) before those that run the network on other data
+        (``MonitorLoss``, ``MonitorScores``; a warning says so).
 
         Args:
             hook (brainstorm.hooks.Hook): the hook.
@@ -160,6 +163,23 @@ class Trainer(Describable):
             raise ValueError(
                 f"A hook named {name!r} was already added; give one of them another name (name=...)"
             )
+        if hook.reads_last_batch:
+            runner = next(
+                (
+                    other
+                    for other in self.hooks.values()
+                    if other.runs_network and other.timescale == hook.timescale
+                ),
+                None,
+            )
+            if runner is not None:
+                warnings.warn(
+                    f"{name} reads the buffers of the last training batch, but {runner.__name__} "
+                    f"(added before it, on the same timescale) runs the network on other data "
+                    f"first: add {name} before {runner.__name__}",
+                    UserWarning,
+                    stacklevel=2,
+                )
         priorities = [h.priority for h in self.hooks.values()]
         hook.priority = max(priorities) + 1 if priorities else 0
         self.hooks[name] = hook
