@@ -109,3 +109,34 @@ def test_elementwise_ops_on_column_views(op, dtype):
         want = np.empty(vector_x.shape, dtype=dtype)
         getattr(h, op)(np.ascontiguousarray(vector_x), want)
         np.testing.assert_allclose(vector_y, want, rtol=1e-6)
+
+
+def test_max_pooling_refuses_images_whose_argmax_a_float32_cannot_count():
+    from brainstorm.handlers.base_handler import check_argmax_range
+
+    check_argmax_range("op", (4096, 4096, 1), np.float32)  # 2**24 values: exact
+    check_argmax_range("op", (4096, 4096, 2), np.float64)
+    with pytest.raises(
+        ValueError, match=r"op: an image of 4096x4096x2 = 33554432 values .* 16777216"
+    ):
+        check_argmax_range("op", (4096, 4096, 2), np.float32)
+    h = NumpyHandler(np.float32)
+    images = np.broadcast_to(np.float32(1), (1, 4, 2**18, 32))  # 2**25 values, no memory
+    outputs, argmax = (
+        np.empty((1, 2, 2**17, 32), np.float32),
+        np.empty((1, 2, 2**17, 32), np.float32),
+    )
+    with pytest.raises(ValueError, match="maxpool2d_forward_batch: an image of 4x262144x32"):
+        h.maxpool2d_forward_batch(images, (2, 2), outputs, 0, (2, 2), argmax)
+    with pytest.raises(ValueError, match="maxpool2d_backward_batch: an image of 4x262144x32"):
+        h.maxpool2d_backward_batch(images, (2, 2), outputs, 0, (2, 2), argmax, None, outputs)
+
+
+def test_empty_batches_and_classes():
+    h = NumpyHandler(np.float32)
+    empty = np.zeros((0, 4, 4, 2), np.float32)
+    pooled = np.zeros((0, 2, 2, 2), np.float32)
+    h.maxpool2d_backward_batch(empty, (2, 2), pooled, 0, (2, 2), pooled, empty, pooled)
+    out = np.ones((3, 0), np.float32)
+    h.softmax_m(np.zeros((3, 0), np.float32), out)
+    assert out.shape == (3, 0)

@@ -644,6 +644,21 @@ def test_nan_ids_select_no_row(request, which):
 
 
 @pytest.mark.parametrize("which", ["emulated", "gpu_handler"])
+def test_ids_that_are_no_whole_numbers_in_range_give_nan_in_both_target_ops(request, which):
+    # SoftmaxCE reads p[i, id] forward and one-hot(id) backward: an id of 1.5 (or 3
+    # for 3 classes) must not pick column 1 in one op and nothing in the other
+    h = request.getfixturevalue(which)
+    p = h.create_from_numpy(np.full((4, 3), 0.5, np.float32))
+    ids = h.create_from_numpy(np.array([[1.5], [3.0], [-0.5], [2.0]], np.float32))
+    picked, one_hot = h.allocate((4, 1)), h.allocate((4, 3))
+    h.index_m_by_v(p, ids, picked)
+    h.binarize_v(ids, one_hot)
+    picked, one_hot = h.get_numpy_copy(picked), h.get_numpy_copy(one_hot)
+    assert np.isnan(picked[:3]).all() and picked[3, 0] == 0.5
+    assert np.isnan(one_hot[:3]).all() and one_hot[3].tolist() == [0, 0, 1]
+
+
+@pytest.mark.parametrize("which", ["emulated", "gpu_handler"])
 def test_el_deriv_keeps_a_nan_output(request, which):
     h = request.getfixturevalue(which)
     y = h.create_from_numpy(np.array([np.nan, -0.5, 2.0], np.float32))
@@ -655,3 +670,57 @@ def test_el_deriv_keeps_a_nan_output(request, which):
 
 def test_a_0d_array_comes_back(emulated):
     assert float(emulated.get_numpy_copy(emulated.create_from_numpy(np.array(3.0)))) == 3.0
+
+
+class _RecordingDevice:
+    """Hands out address-less arrays and records every launch's arguments, packed
+    as pycuda packs them (the kernel's struct format): no memory is needed."""
+
+    name = "recording"
+
+    def __init__(self):
+        from brainstorm.handlers.cuda.emulation import HostArray
+
+        self.array_type = HostArray
+        self.packed = []
+
+    def allocate(self, shape):
+        strides, step = [], 4
+        for n in reversed(shape):
+            strides.append(step)
+            step *= max(n, 1)
+        return self.array_type(tuple(shape), tuple(reversed(strides)), None)
+
+    def launch(self, name, grid, block, args):
+        import struct
+
+        self.packed.append((name, struct.pack(_kernels.kernels()[name].arg_format, *args)))
+
+
+def test_arrays_of_2_to_the_31_elements_and_more_reach_the_kernels():
+    # e.g. the whole backward buffer of a large network: cleared, updated, summed
+    from brainstorm.handlers.cuda.handler import PyCudaHandler
+
+    device = _RecordingDevice()
+    h = PyCudaHandler._on_device(device)
+    big = h.allocate((2**31 + 5,))
+    h.fill(big, 0.0)  # (a size above int32: struct.error before)
+    h.mult_add_st(0.1, big, big)
+    h.sum_t(big, None, h.allocate((1,)))
+    h.generate_probability_mask(big, 0.5)
+    h.fill_gaussian(0.0, 1.0, big)
+    column = h.allocate((2**31 + 1, 1))
+    h.merge_tt(column, column, h.allocate((2**31 + 1, 2)))
+    kernels = {name for name, _ in device.packed}
+    assert kernels >= {"ew_map", "sum_reduce", "random_mask", "random_normal", "merge_last"}
+
+
+def test_max_pooling_refuses_images_whose_argmax_a_float32_cannot_count():
+    from brainstorm.handlers.cuda.handler import PyCudaHandler
+
+    h = PyCudaHandler._on_device(_RecordingDevice())
+    images, pooled = h.allocate((1, 4, 2**18, 32)), h.allocate((1, 2, 2**17, 32))
+    with pytest.raises(ValueError, match="an image of 4x262144x32 = 33554432 values"):
+        h.maxpool2d_forward_batch(images, (2, 2), pooled, 0, (2, 2), pooled)
+    with pytest.raises(ValueError, match="an image of 4x262144x32 = 33554432 values"):
+        h.maxpool2d_backward_batch(images, (2, 2), pooled, 0, (2, 2), pooled, images, pooled)

@@ -72,7 +72,7 @@ def test_kernel_sources_are_found_and_parsed():
     assert {"ew_map", "softmax_rows", "sum_reduce", "im2col_nhwc", "random_mask"} <= names
     assert _kernels.EMULATION_HEADER.is_file()
     for kernel in _kernels.kernels().values():
-        assert set(kernel.arg_format) <= set("PifI")
+        assert set(kernel.arg_format) <= set("PifIq")
 
 
 def test_op_codes_are_unique_and_cover_the_handler():

@@ -76,6 +76,29 @@ class PreparedMatrix:
         return f"{type(self).__name__}(shape={self.shape}, transpose={self.transpose})"
 
 
+def check_argmax_range(op, image_shape, dtype):
+    """ValueError unless every in-image index of ``image_shape`` ``(H, W, C)`` is
+    exact in ``dtype``, in which max pooling stores its argmax (as a float).
+
+    Args:
+        op (str): the op, for the message.
+        image_shape (tuple): ``(H, W, C)`` of one image.
+        dtype: the handler's float type.
+    """
+    import numpy as np
+
+    size = int(np.prod(image_shape))
+    limit = 2 ** (np.finfo(dtype).nmant + 1)
+    if size > limit:
+        h, w, c = image_shape
+        raise ValueError(
+            f"{op}: an image of {h}x{w}x{c} = {size} values is too large for max pooling "
+            f"in {np.dtype(dtype).name}: its argmax indices are stored as "
+            f"{np.dtype(dtype).name} and exact only up to {limit} values per image; "
+            f"use a float64 handler, or smaller images or fewer channels"
+        )
+
+
 def block_widths(a_blocks, prepared, out_blocks):
     """``(widths of a_blocks, widths of out_blocks)`` of a ``dot_add_blocks`` call.
 
@@ -874,6 +897,10 @@ class Handler(Describable):
             argmax: ``(N, Ho, Wo, C)`` (written): for every output, the position
                 of the maximum in its image as ``(y * W + x) * C + c``, stored as
                 a float.
+
+        Raises:
+            ValueError: if an image has more values than the float type counts
+                exactly (2**24 for float32; see :func:`check_argmax_range`).
         """
         raise _abstract(self, "maxpool2d_forward_batch")
 

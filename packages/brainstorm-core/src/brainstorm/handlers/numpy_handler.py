@@ -17,7 +17,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from brainstorm import randomness
 from brainstorm.handlers import _blas, _packed, _threads
-from brainstorm.handlers.base_handler import Handler
+from brainstorm.handlers.base_handler import Handler, check_argmax_range
 
 __all__ = ["NumpyHandler"]
 
@@ -465,6 +465,8 @@ class NumpyHandler(Handler):
         np.multiply(dy, factor, out=dx)
 
     def softmax_m(self, m, out):
+        if m.shape[1] == 0:  # (no classes: nothing to normalize; max() would fail)
+            return
         row_max = m.max(axis=1, keepdims=True)
         np.subtract(m, row_max, out=out)
         np.exp(out, out=out)
@@ -606,6 +608,7 @@ class NumpyHandler(Handler):
         (kh, kw), (sh, sw) = window, stride
         n, ho, wo, c = outputs.shape
         _, h, w, _ = inputs.shape
+        check_argmax_range("maxpool2d_forward_batch", (h, w, c), self.dtype)
         padded = self._pad(inputs, padding, -np.inf, role="max pooling")
         hp, wp = padded.shape[1:3]
         # (the padded width itself must fit too: k // wp gives a winner's row)
@@ -677,6 +680,9 @@ class NumpyHandler(Handler):
     ):
         n, h, w, c = inputs.shape
         size = h * w * c
+        check_argmax_range("maxpool2d_backward_batch", (h, w, c), self.dtype)
+        if n == 0 or out_deltas.size == 0:
+            return
 
         def chunk_deltas(start, stop, worker):  # images of a chunk touch only their own
             count = stop - start

@@ -24,6 +24,7 @@ EMULATION_HEADER = KERNEL_DIR / "cpu_emulation.h"
 PARAMETER_TYPES = {
     "float*": ("P", "c_void_p"),
     "int": ("i", "c_int"),
+    "long long": ("q", "c_longlong"),
     "float": ("f", "c_float"),
     "unsigned int": ("I", "c_uint"),
 }

@@ -28,7 +28,12 @@ from math import prod
 import numpy as np
 
 from brainstorm import randomness
-from brainstorm.handlers.base_handler import Handler, PreparedMatrix, block_pairs
+from brainstorm.handlers.base_handler import (
+    Handler,
+    PreparedMatrix,
+    block_pairs,
+    check_argmax_range,
+)
 from brainstorm.handlers.cuda import _kernels
 from brainstorm.handlers.cuda._layout import (
     ITEMSIZE,
@@ -620,6 +625,7 @@ class PyCudaHandler(Handler):
     def maxpool2d_forward_batch(self, inputs, window, outputs, padding, stride, argmax):
         geometry = _pool_geometry(inputs, window, outputs, padding, stride)
         _check_shape("maxpool2d_forward_batch", "argmax", argmax, tuple(outputs.shape))
+        check_argmax_range("maxpool2d_forward_batch", tuple(inputs.shape[1:]), self.dtype)
         args = [*geometry, inputs.ptr, *element_strides(inputs), outputs.ptr]
         args += [*element_strides(outputs), argmax.ptr, *element_strides(argmax)]
         self._launch("maxpool_fwd", prod(outputs.shape), args)
@@ -629,6 +635,7 @@ class PyCudaHandler(Handler):
     ):
         geometry = _pool_geometry(inputs, window, out_deltas, padding, stride)
         _check_shape("maxpool2d_backward_batch", "argmax", argmax, tuple(out_deltas.shape))
+        check_argmax_range("maxpool2d_backward_batch", tuple(inputs.shape[1:]), self.dtype)
         _check_shape("maxpool2d_backward_batch", "in_deltas", in_deltas, tuple(inputs.shape))
         args = [*geometry, argmax.ptr, *element_strides(argmax), out_deltas.ptr]
         args += [*element_strides(out_deltas), in_deltas.ptr, *element_strides(in_deltas)]

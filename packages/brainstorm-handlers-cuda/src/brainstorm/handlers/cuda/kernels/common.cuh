@@ -36,7 +36,8 @@ __device__ __forceinline__ BsIndex3 bs_unravel3(long long flat, long long n1, lo
 }
 
 // Element offset of a position for an operand with element strides s0, s1, s2.
-__device__ __forceinline__ long long bs_at3(BsIndex3 index, int s0, int s1, int s2) {
+__device__ __forceinline__ long long bs_at3(BsIndex3 index, long long s0, long long s1,
+                                               long long s2) {
     return index.i0 * s0 + index.i1 * s1 + index.i2 * s2;
 }
 

@@ -79,11 +79,11 @@ __device__ __forceinline__ float bs_apply(int op, float a, float b, float c, flo
 // does not use are passed as `out` itself (any valid array of that shape).
 // `c` is usually `out` too, for the ops that update out (c + a * b, ...):
 // every element is read and written by the same thread, so in-place is safe.
-extern "C" __global__ void ew_map(int op, float s, float t, int n0, int n1, int n2,
-                                  const float* a, int a0, int a1, int a2,
-                                  const float* b, int b0, int b1, int b2,
-                                  const float* c, int c0, int c1, int c2,
-                                  float* out, int o0, int o1, int o2) {
+extern "C" __global__ void ew_map(int op, float s, float t, long long n0, long long n1, long long n2,
+                                  const float* a, long long a0, long long a1, long long a2,
+                                  const float* b, long long b0, long long b1, long long b2,
+                                  const float* c, long long c0, long long c1, long long c2,
+                                  float* out, long long o0, long long o1, long long o2) {
     long long n = (long long)n0 * n1 * n2;
     BS_GRID_LOOP(flat, n) {
         BsIndex3 i = bs_unravel3(flat, n1, n2);
@@ -93,8 +93,8 @@ extern "C" __global__ void ew_map(int op, float s, float t, int n0, int n1, int 
 }
 
 // flag[0] = 1 if any element of a is NaN or infinite (flag must start at 0).
-extern "C" __global__ void ew_nonfinite(int n0, int n1, int n2, const float* a, int a0, int a1,
-                                        int a2, float* flag) {
+extern "C" __global__ void ew_nonfinite(long long n0, long long n1, long long n2, const float* a, long long a0, long long a1,
+                                        long long a2, float* flag) {
     long long n = (long long)n0 * n1 * n2;
     BS_GRID_LOOP(flat, n) {
         if (!isfinite(a[bs_at3(bs_unravel3(flat, n1, n2), a0, a1, a2)])) flag[0] = 1.0f;

@@ -2,19 +2,20 @@
 // rows or columns by a column of (float) ids.
 #include "common.cuh"
 
-// The id in v as an int, or -1 unless it lies in [0, n). Compared as a float
-// first: casting NaN to int is undefined in C, and the GPU makes it 0 (the CPU
-// emulation INT_MIN), so a NaN id would read or write row 0 on the device.
+// The id in v as an int, or -1 unless it is a whole number in [0, n). Compared
+// as a float first: casting NaN to int is undefined in C, and the GPU makes it 0
+// (the CPU emulation INT_MIN), so a NaN id would read or write row 0 on the
+// device; a fraction would be truncated.
 static __device__ __forceinline__ int bs_id(float v, int n) {
-    return (v >= 0.0f && v < (float)n) ? (int)v : -1;
+    return (v >= 0.0f && v < (float)n && v == floorf(v)) ? (int)v : -1;
 }
 
 // out[..., :na] = a and out[..., na:] = b, over (n0 x n1) leading positions.
-extern "C" __global__ void merge_last(int n0, int n1, int na, int nb,
-                                      const float* a, int a0, int a1, int ac,
-                                      const float* b, int b0, int b1, int bc,
-                                      float* out, int o0, int o1, int oc) {
-    int width = na + nb;
+extern "C" __global__ void merge_last(long long n0, long long n1, long long na, long long nb,
+                                      const float* a, long long a0, long long a1, long long ac,
+                                      const float* b, long long b0, long long b1, long long bc,
+                                      float* out, long long o0, long long o1, long long oc) {
+    long long width = na + nb;
     long long n = (long long)n0 * n1 * width;
     BS_GRID_LOOP(flat, n) {
         BsIndex3 i = bs_unravel3(flat, n1, width);
@@ -25,11 +26,11 @@ extern "C" __global__ void merge_last(int n0, int n1, int na, int nb,
 }
 
 // out_a += x[..., :na] and out_b += x[..., na:], over (n0 x n1) leading positions.
-extern "C" __global__ void split_add_last(int n0, int n1, int na, int nb,
-                                          const float* x, int x0, int x1, int xc,
-                                          float* out_a, int a0, int a1, int ac,
-                                          float* out_b, int b0, int b1, int bc) {
-    int width = na + nb;
+extern "C" __global__ void split_add_last(long long n0, long long n1, long long na, long long nb,
+                                          const float* x, long long x0, long long x1, long long xc,
+                                          float* out_a, long long a0, long long a1, long long ac,
+                                          float* out_b, long long b0, long long b1, long long bc) {
+    long long width = na + nb;
     long long n = (long long)n0 * n1 * width;
     BS_GRID_LOOP(flat, n) {
         BsIndex3 i = bs_unravel3(flat, n1, width);
@@ -42,13 +43,15 @@ extern "C" __global__ void split_add_last(int n0, int n1, int na, int nb,
     }
 }
 
-// One-hot rows: out[i, j] = (v[i] == j) for a (rows x k) out.
+// One-hot rows: out[i, j] = (v[i] == j) for a (rows x k) out; a row of NaN for an
+// id that is not a whole number in [0, k) (as index_m_by_v gives NaN for it).
 extern "C" __global__ void binarize(int rows, int k, const float* v, int v0,
                                     float* out, int o0, int o1) {
     long long n = (long long)rows * k;
     BS_GRID_LOOP(flat, n) {
         long long i = flat / k, j = flat % k;
-        out[i * o0 + j * o1] = v[i * v0] == (float)j ? 1.0f : 0.0f;
+        int id = bs_id(v[i * v0], k);
+        out[i * o0 + j * o1] = id < 0 ? nanf("") : (id == j ? 1.0f : 0.0f);
     }
 }
 

@@ -36,8 +36,8 @@ __device__ __forceinline__ float bs_uniform(unsigned int word) {
 }
 
 // out = 1 where a uniform number in [0, 1) is < p, else 0.
-extern "C" __global__ void random_mask(float p, unsigned int k0, unsigned int k1, int n0, int n1,
-                                       int n2, float* out, int o0, int o1, int o2) {
+extern "C" __global__ void random_mask(float p, unsigned int k0, unsigned int k1, long long n0, long long n1,
+                                       long long n2, float* out, long long o0, long long o1, long long o2) {
     long long n = (long long)n0 * n1 * n2;
     BS_GRID_LOOP(flat, n) {
         unsigned int words[4];
@@ -48,8 +48,8 @@ extern "C" __global__ void random_mask(float p, unsigned int k0, unsigned int k1
 
 // out = mean + std * z with z standard normal (Box-Muller on two uniforms).
 extern "C" __global__ void random_normal(float mean, float std, unsigned int k0, unsigned int k1,
-                                         int n0, int n1, int n2, float* out, int o0, int o1,
-                                         int o2) {
+                                         long long n0, long long n1, long long n2, float* out, long long o0, long long o1,
+                                         long long o2) {
     long long n = (long long)n0 * n1 * n2;
     BS_GRID_LOOP(flat, n) {
         unsigned int words[4];

@@ -19,9 +19,9 @@ __device__ __forceinline__ void bs_block_reduce(float* scratch, bool take_max) {
 // out[o0, o1] = sum over (r0, r1) of a[o0, r0, r1, o1] for an (n_out0 x n_out1)
 // grid of outputs, each reducing an (n_red0 x n_red1) block; a's element
 // strides are ao0/ao1 along the outputs and ar0/ar1 along the reduced axes.
-extern "C" __global__ void sum_reduce(int n_out0, int n_out1, int n_red0, int n_red1,
-                                      const float* a, int ao0, int ao1, int ar0, int ar1,
-                                      float* out, int oo0, int oo1) {
+extern "C" __global__ void sum_reduce(long long n_out0, long long n_out1, long long n_red0, long long n_red1,
+                                      const float* a, long long ao0, long long ao1, long long ar0, long long ar1,
+                                      float* out, long long oo0, long long oo1) {
     __shared__ float scratch[BS_MAX_THREADS];
     long long n_out = (long long)n_out0 * n_out1;
     long long n_red = (long long)n_red0 * n_red1;
