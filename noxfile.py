@@ -10,6 +10,8 @@ Default sessions:
   dependencies, installed from their folders as wheels (not editable, so the
   packaging is tested too), plus pytest and the distribution's ``tests`` extra.
 * ``plugin``: installs the plug-in template next to core and layers and runs its tests.
+* ``oldest``: core and layers with the oldest versions of NumPy and h5py they declare
+  (``numpy>=1.24`` means NumPy 1.24.0), and their tests.
 * ``wheels``: builds every distribution and checks file ownership
   (``tools/check_wheels.py``).
 * ``lint``: ``ruff check`` and ``ruff format --check``.
@@ -40,7 +42,7 @@ nox.needs_version = ">=2025.10.14"  # the first release with download_python
 nox.options.default_venv_backend = "uv"
 nox.options.download_python = "never"  # sessions use the Python that runs nox
 nox.options.error_on_external_run = True
-nox.options.sessions = ["tests", "plugin", "wheels", "lint", "docs"]
+nox.options.sessions = ["tests", "plugin", "oldest", "wheels", "lint", "docs"]
 
 ROOT = Path(__file__).resolve().parent
 
@@ -200,6 +202,36 @@ def plugin(session: nox.Session) -> None:
     wanted = [PRESENT[key] for key in ("core", "layers") if key in PRESENT] + [PLUGIN]
     _install_local(session, _with_local_dependencies(session, *wanted), PYTEST, tested=[PLUGIN])
     _pytest(session, f"{PLUGIN}/tests")
+
+
+def _declared_floors(folders: list[str]) -> list[str]:
+    """``name==X`` for every third-party requirement ``name>=X`` of ``folders``."""
+    first_party = {canonicalize_name(Path(f).name) for f in DISTRIBUTIONS.values()}
+    pins = {}
+    for folder in folders:
+        for spec in _project(folder).get("dependencies", []):
+            requirement = Requirement(spec)
+            name = canonicalize_name(requirement.name)
+            if name in first_party:
+                continue
+            for clause in requirement.specifier:
+                if clause.operator == ">=":
+                    pins[name] = f"{name}=={clause.version}"
+    return sorted(pins.values())
+
+
+@nox.session
+def oldest(session: nox.Session) -> None:
+    """Core and layers with the oldest NumPy and h5py they declare, and their tests."""
+    wanted = [PRESENT[key] for key in ("core", "layers") if key in PRESENT]
+    folders = _with_local_dependencies(session, *wanted)
+    _install_local(session, folders, PYTEST, *_declared_floors(folders), tested=wanted)
+    session.run(
+        "python",
+        "-c",
+        "import numpy, h5py; print('NumPy', numpy.__version__, 'h5py', h5py.__version__)",
+    )
+    _pytest(session, *(f"{folder}/tests" for folder in wanted))
 
 
 @nox.session

@@ -25,8 +25,16 @@ def test_core_names_resolve():
 def test_unknown_attribute_is_attribute_error():
     assert not hasattr(bs, "NoSuchThing")
     assert not hasattr(bs.layers, "NoSuchLayer")
-    with pytest.raises(AttributeError, match="Unknown layers 'NoSuchLayer'"):
+    with pytest.raises(AttributeError, match="Unknown layer 'NoSuchLayer'"):
         bs.layers.NoSuchLayer  # noqa: B018
+
+
+def test_star_import_of_layers_gives_every_installed_layer():
+    from brainstorm import registry
+
+    names = {}
+    exec("from brainstorm.layers import *", names)  # (as reference scripts did)
+    assert {"Layer", "Input", *registry.available("brainstorm.layers")} <= set(names)
 
 
 def test_missing_distribution_hint():

@@ -105,7 +105,9 @@ def test_unknown_target_and_disconnected():
 def test_unknown_layer_type_lists_installed_and_provider():
     arch = _arch()
     arch["A"]["@type"] = "Lstm2000"
-    with pytest.raises(UnknownNameError, match="Unknown layers 'Lstm2000'. Installed: .*Input"):
+    with pytest.raises(
+        UnknownNameError, match="Layer 'A': Unknown layer 'Lstm2000'. Installed: .*Input"
+    ):
         bs.Network.from_architecture(arch)
 
 

@@ -123,6 +123,12 @@ def test_unknown_layer_names_its_provider(monkeypatch):
     arch = dict(REFERENCE_ARCHITECTURE)
     arch["hidden_layer"] = dict(arch["hidden_layer"], **{"@type": "FullyConected"})
     with pytest.raises(
-        KeyError, match="Unknown layers 'FullyConected'. Installed: .*FullyConnected"
+        KeyError, match="Unknown layer 'FullyConected'. Installed: .*FullyConnected"
     ):
         Network.from_architecture(arch)
+
+
+def test_star_import_of_layers_gives_the_layers_of_this_library():
+    names = {}
+    exec("from brainstorm.layers import *", names)  # (reference scripts did this)
+    assert {"FullyConnected", "Lstm", "Convolution2D", "SoftmaxCE", "Loss", "Input"} <= set(names)

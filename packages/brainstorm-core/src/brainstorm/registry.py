@@ -129,7 +129,8 @@ def available(group):
 
 
 def _missing_message(group, name):
-    kind = group.split(".")[-1]
+    kind = group.split(".")[-1].replace("_", " ")
+    kind = kind[:-1] if kind.endswith("s") else kind  # (one of them)
     installed = sorted(_entry_points(group))
     msg = f"Unknown {kind} {name!r}. Installed: {', '.join(installed) or 'none'}."
     provider = KNOWN_PROVIDERS.get(group, {}).get(name)

@@ -117,14 +117,25 @@ def reshape_view(array, shape):
         ValueError: if the shape cannot be had without a copy.
     """
     if isinstance(array, np.ndarray):
-        try:
-            return np.reshape(array, shape, copy=False)
-        except ValueError:
-            raise StridedViewError(
-                f"Cannot view an array of shape {array.shape} with strides {array.strides} "
-                f"as shape {tuple(shape)} without copying"
-            ) from None
+        shape = tuple(shape)
+        if _RESHAPE_TAKES_COPY:
+            try:
+                return np.reshape(array, shape, copy=False)
+            except ValueError:
+                pass
+        else:  # (NumPy < 2.1: reshape, and refuse what came back as a copy)
+            view = array.reshape(shape)
+            if view.size == 0 or np.may_share_memory(view, array):
+                return view
+        raise StridedViewError(
+            f"Cannot view an array of shape {array.shape} with strides {array.strides} "
+            f"as shape {shape} without copying"
+        )
     return array.reshape(tuple(shape))
+
+
+#: Whether ``np.reshape`` takes ``copy`` (NumPy 2.1 and later).
+_RESHAPE_TAKES_COPY = np.lib.NumpyVersion(np.__version__) >= "2.1.0"
 
 
 def flatten_time(array):

@@ -9,10 +9,12 @@ distribution to install.
 
 __path__ = __import__("pkgutil").extend_path(__path__, __name__)
 
-__all__ = ["Layer", "Input"]
-
 
 def __getattr__(name):
+    if name == "__all__":  # (``from brainstorm.layers import *``: every installed layer)
+        from brainstorm import registry
+
+        return ["Layer", *registry.available("brainstorm.layers")]
     if name == "Layer":
         from brainstorm.layers.base_layer import Layer as value
     elif name.startswith("_"):

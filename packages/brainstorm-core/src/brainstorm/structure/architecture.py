@@ -198,7 +198,7 @@ def instantiate_layers_from_architecture(architecture):
     Returns:
         OrderedDict name -> Layer, in canonical (topological) order.
     """
-    from brainstorm.registry import find_layer_impl
+    from brainstorm.registry import UnknownNameError, find_layer_impl
 
     connections, order = validate_architecture(architecture)
     incoming_of = {name: [] for name in architecture}
@@ -209,7 +209,10 @@ def instantiate_layers_from_architecture(architecture):
     layers = OrderedDict()
     for name in order:
         properties = architecture[name]
-        cls = find_layer_impl(properties["@type"])
+        try:
+            cls = find_layer_impl(properties["@type"])
+        except UnknownNameError as err:
+            raise UnknownNameError(f"Layer {name!r}: {err}") from None
         incoming, outgoing = incoming_of[name], outgoing_of[name]
         in_shapes = {}
         for in_name in sorted({c.input_name for c in incoming}):
