@@ -713,6 +713,37 @@ def _softmax(x):
     return e / e.sum(-1, keepdims=True)
 
 
+@pytest.mark.parametrize("out_type, classes", [("SoftmaxCE", 1), ("SigmoidCE", 3)])
+def test_the_old_output_name_probabilities_works_in_paths_and_wiring(out_type, classes):
+    inp = bs.layers.Input({"default": ("T", "B", 3), "targets": ("T", "B", classes)})
+    out = getattr(bs.layers, out_type)(name="Output")
+    inp - "default" >> out
+    inp - "targets" >> "targets" - out - "loss" >> bs.layers.Loss()
+    out - "probabilities" >> bs.layers.NoOp(name="Copy")  # (the old name, wired)
+    net = bs.Network.from_layer(inp, handler=bs.handlers.NumpyHandler(np.float64))
+    net.provide_external_data({"default": np.ones((2, 2, 3)), "targets": np.ones((2, 2, classes))})
+    net.forward_pass()
+    predictions = net.get("Output.outputs.predictions")
+    np.testing.assert_array_equal(net.get("Output.outputs.probabilities"), predictions)
+    np.testing.assert_array_equal(net.get("Copy.outputs.default"), predictions)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: bs.layers.FullyConnected(np.prod((2, 3))),
+        lambda: bs.layers.FullyConnected((np.int64(2), np.int32(3))),
+        lambda: bs.layers.Lstm(np.array([4, 5])[0]),
+        lambda: bs.layers.Gru(np.int32(4)),
+        lambda: bs.layers.Recurrent(np.int16(4)),
+        lambda: bs.layers.Embedding(np.int64(10), np.int64(4)),
+    ],
+)
+def test_numpy_integers_are_sizes_too(make):
+    net = bs.Network.from_layer(bs.layers.Input({"default": ("T", "B", 1)}) >> make())
+    json.dumps(net.architecture)  # (plain ints: the architecture is JSON)
+
+
 def test_softmax_ce_forward_backward_and_probabilities_alias():
     rng = np.random.RandomState(15)
     out = bs.layers.SoftmaxCE(name="Output")

@@ -198,6 +198,33 @@ def test_check_layer_chains_reverse_layers_backwards_and_skips_bidirectional():
     assert net.layers["Bi"].context_order is None
 
 
+@pytest.mark.parametrize("type_name", RECURRENT)
+def test_bidirectional_context_continues_only_the_forward_direction(type_name):
+    # chunk 2 after chunk 1 (with context): the forward half continues chunk 1, the
+    # reverse half reads chunk 2 backwards from its end and must not see chunk 1
+    net = bs.Network.from_layer(
+        bs.layers.Input({"default": ("T", "B", 2)})
+        >> Bidirectional(RECURRENT[type_name](3), name="Bi")
+    )
+    net.set_handler(NumpyHandler(np.float64))
+    net.initialize(bs.initializers.Gaussian(0.5), seed=1)
+    rng = np.random.RandomState(0)
+    chunk1, chunk2 = rng.randn(4, 2, 2), rng.randn(4, 2, 2)
+
+    def outputs(x, context=None):
+        net.provide_external_data({"default": x})
+        net.forward_pass(context=context)
+        return net.get("Bi.outputs.default")[: len(x)]
+
+    whole = outputs(np.concatenate([chunk1, chunk2]))
+    outputs(chunk1)
+    continued = outputs(chunk2, net.get_context())
+    fresh = outputs(chunk2)
+    np.testing.assert_allclose(continued[:, :, :3], whole[4:, :, :3], rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(continued[:, :, 3:], fresh[:, :, 3:])
+    assert not np.allclose(continued[:, :, :3], fresh[:, :, :3])  # (the context matters)
+
+
 @pytest.mark.parametrize("T, B", [(1, 1), (3, 2), (4, 5)])
 def test_check_embedding(T, B):
     check_layer(

@@ -67,6 +67,9 @@ class Layer:
     overwrites_backward_internals = ()
     computes_no_gradients_for = ()
     takes_no_output_deltas_from = ()
+    #: Old output names the layer still answers to, old name -> current name (in
+    #: wiring and in ``net.get`` paths), e.g. ``{'probabilities': 'predictions'}``.
+    output_aliases = {}
     #: How passes chained by context (``net.get_context()`` /
     #: ``forward_pass(context=...)``) make up a sequence: ``'forward'`` (the
     #: later chunk continues the earlier one), ``'reverse'`` (a layer that runs

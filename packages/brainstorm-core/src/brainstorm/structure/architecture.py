@@ -201,6 +201,22 @@ def instantiate_layers_from_architecture(architecture):
     from brainstorm.registry import UnknownNameError, find_layer_impl
 
     connections, order = validate_architecture(architecture)
+    classes = {}
+    for name in order:
+        try:
+            classes[name] = find_layer_impl(architecture[name]["@type"])
+        except UnknownNameError as err:
+            raise UnknownNameError(f"Layer {name!r}: {err}") from None
+    # an old output name a layer still answers to (SoftmaxCE's 'probabilities')
+    # wires its output under the current name
+    connections = [
+        c._replace(
+            output_name=getattr(classes[c.start_layer], "output_aliases", {}).get(
+                c.output_name, c.output_name
+            )
+        )
+        for c in connections
+    ]
     incoming_of = {name: [] for name in architecture}
     outgoing_of = {name: [] for name in architecture}
     for c in connections:
@@ -209,10 +225,7 @@ def instantiate_layers_from_architecture(architecture):
     layers = OrderedDict()
     for name in order:
         properties = architecture[name]
-        try:
-            cls = find_layer_impl(properties["@type"])
-        except UnknownNameError as err:
-            raise UnknownNameError(f"Layer {name!r}: {err}") from None
+        cls = classes[name]
         incoming, outgoing = incoming_of[name], outgoing_of[name]
         in_shapes = {}
         for in_name in sorted({c.input_name for c in incoming}):

@@ -52,6 +52,7 @@ or one :func:`~brainstorm.layers.bidirectional_layer.Bidirectional` layer.
 
 from __future__ import annotations
 
+import numbers
 from collections import OrderedDict
 
 from brainstorm.layers._layer_checks import check_activation, layer_label
@@ -78,14 +79,14 @@ __all__ = [
 
 
 def check_size(size, label):
-    """Return ``size`` if it is a positive int.
+    """Return ``size`` as an int if it is a positive integer (NumPy's too).
 
     Raises:
         LayerValidationError: naming the layer.
     """
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
         raise LayerValidationError(f"Layer {label}: size must be a positive int, got {size!r}")
-    return size
+    return int(size)
 
 
 def check_reverse(reverse, label):
@@ -100,10 +101,11 @@ def check_reverse(reverse, label):
 
 
 def check_recurrent_arguments(size, activation, reverse, label):
-    """Check the arguments every recurrent layer takes (see the check_* functions)."""
-    check_size(size, label)
+    """Check the arguments every recurrent layer takes (see the check_* functions);
+    return the size as an int."""
     check_activation(activation, label)
     check_reverse(reverse, label)
+    return check_size(size, label)
 
 
 def carry_name(state):

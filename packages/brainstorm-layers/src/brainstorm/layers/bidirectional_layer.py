@@ -38,7 +38,8 @@ def Bidirectional(layer, name=None):
 
     Passes should hold whole sequences: chaining passes with
     ``forward_pass(context=...)`` continues the forward direction, but the
-    reverse direction would need the *later* chunk first.
+    reverse direction would need the *later* chunk first; it starts afresh at
+    the end of every pass (a state from the previous chunk is ignored).
 
     Args:
         layer: an unconnected recurrent layer as its construction function
@@ -169,6 +170,13 @@ class BidirectionalLayerImpl(Layer):
         return BufferView(LAYER_CATEGORIES, [categories[c] for c in LAYER_CATEGORIES])
 
     def forward_pass(self, buffers, training_pass=True):
+        # the reverse direction starts afresh at the last step of every pass: a state
+        # carried over from the previous chunk (its context slot, restored with the
+        # network's context) lies in its past
+        T = buffers.inputs.default.shape[0]
+        for name, structure in self.inner["rev"].internal_shapes.items():
+            if structure.context_size:
+                self.handler.fill(buffers.internals[f"rev_{name}"][T:], 0.0)
         for prefix, layer in self.inner.items():
             layer.forward_pass(self._views(buffers, prefix), training_pass)
 

@@ -43,7 +43,7 @@ def Clockwork(size, activation="tanh", name=None, reverse=False):
         ConstructionWrapper: the layer, ready for wiring with ``>>`` (with
         the optional input ``'mask'``).
     """
-    check_recurrent_arguments(size, activation, reverse, layer_label(name, "Clockwork"))
+    size = check_recurrent_arguments(size, activation, reverse, layer_label(name, "Clockwork"))
     return ConstructionWrapper.create(
         ClockworkLayerImpl, name=name, size=size, activation=activation, reverse=reverse
     )

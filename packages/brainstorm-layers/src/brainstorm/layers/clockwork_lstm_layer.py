@@ -41,7 +41,7 @@ def ClockworkLstm(size, activation="tanh", name=None, reverse=False):
         ConstructionWrapper: the layer, ready for wiring with ``>>`` (with
         the optional input ``'mask'``).
     """
-    check_recurrent_arguments(size, activation, reverse, layer_label(name, "ClockworkLstm"))
+    size = check_recurrent_arguments(size, activation, reverse, layer_label(name, "ClockworkLstm"))
     return ConstructionWrapper.create(
         ClockworkLstmLayerImpl, name=name, size=size, activation=activation, reverse=reverse
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections import OrderedDict
 
 from brainstorm.layers._layer_checks import layer_label
@@ -38,19 +39,23 @@ def Embedding(vocab_size, size, name=None):
         >>> inp >> Embedding(205, 64) >> Lstm(512) >> out
     """
     label = layer_label(name, "Embedding")
-    _check_vocab_size(vocab_size, label)
-    check_size(size, label)
+    vocab_size = _check_vocab_size(vocab_size, label)
+    size = check_size(size, label)
     return ConstructionWrapper.create(
         EmbeddingLayerImpl, name=name, vocab_size=vocab_size, size=size
     )
 
 
 def _check_vocab_size(vocab_size, label):
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
+    if (
+        isinstance(vocab_size, bool)
+        or not isinstance(vocab_size, numbers.Integral)
+        or vocab_size < 1
+    ):
         raise LayerValidationError(
             f"Layer {label}: vocab_size must be a positive int, got {vocab_size!r}"
         )
-    return vocab_size
+    return int(vocab_size)
 
 
 class EmbeddingLayerImpl(Layer):

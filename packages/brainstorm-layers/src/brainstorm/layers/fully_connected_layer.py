@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections import OrderedDict
 
 from brainstorm.layers._layer_checks import check_activation, layer_label
@@ -47,12 +48,13 @@ def _normalize_size(size, label):
         return None
     shape = tuple(size) if isinstance(size, (list, tuple)) else (size,)
     valid = bool(shape) and all(
-        isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape
+        isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 for s in shape
     )
     if not valid:
         raise LayerValidationError(
             f"Layer {label}: size must be a positive int or a tuple of positive ints, got {size!r}"
         )
+    shape = tuple(int(s) for s in shape)  # (NumPy integers too; JSON needs ints)
     return shape if len(shape) > 1 else shape[0]
 
 

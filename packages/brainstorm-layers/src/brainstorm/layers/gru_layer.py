@@ -66,7 +66,7 @@ def Gru(size, activation="tanh", name=None, reverse=False):
     Example:
         >>> inp >> Gru(128) >> out
     """
-    check_recurrent_arguments(size, activation, reverse, layer_label(name, "Gru"))
+    size = check_recurrent_arguments(size, activation, reverse, layer_label(name, "Gru"))
     return ConstructionWrapper.create(
         GruLayerImpl, name=name, size=size, activation=activation, reverse=reverse
     )

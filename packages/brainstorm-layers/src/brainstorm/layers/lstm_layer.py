@@ -72,7 +72,7 @@ def Lstm(size, activation="tanh", name=None, reverse=False):
     Example:
         >>> inp >> Lstm(512) >> FullyConnected(205, activation='linear') >> out
     """
-    check_recurrent_arguments(size, activation, reverse, layer_label(name, "Lstm"))
+    size = check_recurrent_arguments(size, activation, reverse, layer_label(name, "Lstm"))
     return ConstructionWrapper.create(
         LstmLayerImpl, name=name, size=size, activation=activation, reverse=reverse
     )

@@ -49,7 +49,7 @@ def Recurrent(size, activation="tanh", name=None, reverse=False):
         >>> inp >> Recurrent(50) >> out
         >>> inp - 'mask' >> 'mask' - rnn      # sequences of unequal length
     """
-    check_recurrent_arguments(size, activation, reverse, layer_label(name, "Recurrent"))
+    size = check_recurrent_arguments(size, activation, reverse, layer_label(name, "Recurrent"))
     return ConstructionWrapper.create(
         RecurrentLayerImpl, name=name, size=size, activation=activation, reverse=reverse
     )

@@ -45,6 +45,7 @@ class SigmoidCELayerImpl(Layer):
     expected_kwargs = set()
     computes_no_input_deltas_for = ("targets",)
     takes_no_output_deltas_from = ("predictions",)
+    output_aliases = {"probabilities": "predictions"}  # (its name before Brainstorm 0.5)
 
     def setup(self, kwargs, in_shapes):
         label = layer_label(self.name, self.type_name)
