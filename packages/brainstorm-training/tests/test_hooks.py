@@ -18,6 +18,7 @@ from brainstorm.training import (
     SgdStepper,
     Trainer,
     load_logs,
+    save_logs,
 )
 
 
@@ -262,7 +263,10 @@ def test_logs_with_any_keys_and_string_values_survive_saving(tmp_path):
 
     class PerClass(hooks.Hook):
         def __call__(self, epoch_nr, update_nr, net, stepper, logs):
-            return {"value": {0: 0.5, 1: 0.25, "a/b": 1.0, "50%/2F": 2.0, "status": "ok"}}
+            return {
+                "value": {0: 0.5, 1: 0.25, "a/b": 1.0, "50%/2F": 2.0, "status": "ok", ".": 3.0},
+                "": 4.0,
+            }
 
     trainer.add_hook(PerClass(name="per/class"))
     trainer.add_hook(hooks.SaveLogs(filename))
@@ -484,3 +488,9 @@ def test_save_best_network_says_when_the_best_value_was_logged(capsys):
     out = capsys.readouterr().out
     assert "best >> best loss.value so far: 1 at epoch 2" in out  # (not "epoch 1")
     assert "at epoch 1" not in out
+
+
+def test_logs_mixing_numbers_and_strings_are_not_saved_as_strings(tmp_path):
+    with pytest.warns(RuntimeWarning, match="log 'mixed' holds values that are neither all"):
+        save_logs(tmp_path / "logs.hdf5", {"mixed": ["a", 1, 2.5], "numbers": [1.0, 2]})
+    assert load_logs(tmp_path / "logs.hdf5") == {"numbers": [1.0, 2.0]}

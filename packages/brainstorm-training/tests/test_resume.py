@@ -342,3 +342,63 @@ def test_continuing_a_run_that_stopped_asks_its_stop_checks_again(tmp_path):
     _, _, train, valid = setup()
     trainer.train(net, train, valid=valid)
     assert (trainer.current_epoch_nr, trainer.current_update_nr) == (EPOCHS + 1, 5 * EPOCHS + 5)
+
+
+def test_a_training_iterator_also_monitored_under_another_name_is_continued_right(tmp_path):
+    # the inner (clean, shuffled) iterator of the training data is monitored too:
+    # continuing the unfinished epoch must draw its batches from the epoch's start
+    def shared_setup():
+        trainer, net, train, _ = setup()
+        return trainer, net, train, train.iter
+
+    reference, reference_net, train, valid = shared_setup()
+    reference.train(reference_net, train, valid=valid)
+    trainer, net, train, valid = shared_setup()
+    trainer.add_hook(PauseAt(7))
+    trainer.train(net, train, valid=valid)
+    trainer.save_run(tmp_path / "run.hdf5")
+    trainer, net, train, valid = shared_setup()
+    trainer.restore_run(tmp_path / "run.hdf5", net)
+    trainer.train(net, train, valid=valid)
+    assert np.array_equal(net.get("parameters"), reference_net.get("parameters"))
+    assert trainer.logs == reference.logs
+
+
+def test_after_the_stop_checks_ended_a_continued_run_a_higher_limit_continues_it(tmp_path):
+    reference, reference_net = uninterrupted()
+    trainer, net, train, valid = setup()
+    trainer.hooks["StopAfterEpoch"].max_epochs = 2
+    trainer.train(net, train, valid=valid)
+    trainer.save_run(tmp_path / "run.hdf5")
+    trainer, net = Trainer.load_run(tmp_path / "run.hdf5")
+    trainer.verbose = False
+    _, _, train, valid = setup()
+    trainer.train(net, train, valid=valid)  # still stopped: returns at once
+    assert trainer.current_epoch_nr == 2
+    trainer.hooks["StopAfterEpoch"].max_epochs = EPOCHS  # then raised: the same run goes on
+    trainer.train(net, train, valid=valid)
+    assert np.array_equal(net.get("parameters"), reference_net.get("parameters"))
+    assert trainer.logs == reference.logs
+
+
+def test_a_run_stopped_by_an_update_stop_check_is_not_continued_by_rerunning(tmp_path):
+    run_file = tmp_path / "run.hdf5"
+
+    def script():
+        trainer, net, train, valid = setup()
+        trainer.add_hook(
+            hooks.StopAfterThresholdReached(
+                "rolling_training.total_loss", 10.0, timescale="update", interval=2
+            )
+        )
+        if run_file.exists():
+            trainer.restore_run(run_file, net)
+        trainer.save_run_every(run_file)
+        trainer.train(net, train, valid=valid)
+        return trainer
+
+    first = script()  # the rolling loss exists after epoch 1: stop at update 6
+    assert (first.current_epoch_nr, first.current_update_nr) == (2, 6)
+    again = script()
+    assert (again.current_epoch_nr, again.current_update_nr) == (2, 6)
+    assert again.logs == first.logs

@@ -15,7 +15,6 @@ with bit-identical results (see :meth:`Trainer.save_run`)::
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import sys
@@ -292,15 +291,28 @@ class Trainer(Describable):
         if not resuming:
             self._print_header("Before Training")
         self.stepper.start(net)
-        stopped_before = resuming and self._pending_restore.get("stopped", False)
+        pending = self._pending_restore
         unfinished = self._apply_pending_restore(net, named_data_iters) if resuming else None
         self._stopped = False
+        self._epoch_position = None
         net.start_weight_modifiers()  # (FreezeValues keeps the weights training starts from)
         try:
             self._start_hooks(net, named_data_iters)
             if resuming:
                 for hook in self.hooks.values():
                     hook.continue_run(self.logs)
+                # a run that stopped (not paused): its stop checks are asked again at
+                # the count where it stopped; if one still says stop, nothing more is
+                # done (raise e.g. StopAfterEpoch's max_epochs to train on) and the
+                # restored run stays pending, for another train() call
+                timescale = "epoch" if unfinished is None else "update"
+                if (unfinished is not None or pending.get("stopped", False)) and self._emit_hooks(
+                    net, timescale, stop_checks_only=True
+                ):
+                    self._stopped = unfinished is None
+                    if unfinished is not None:  # (save_run writes the same run again)
+                        self._epoch_position = _position_of(pending)
+                    return
             # the restored states are in place and the hooks started: from here on a
             # failure leaves a run in progress (a retry after a failing hook's start()
             # applies them again, instead of starting afresh)
@@ -309,11 +321,6 @@ class Trainer(Describable):
             if not resuming and (self._emit_hooks(net, "update") or self._emit_hooks(net, "epoch")):
                 self._stopped = True
                 self._maybe_save_run(stopped=True)
-                return
-            if stopped_before and self._emit_hooks(net, "epoch", stop_checks_only=True):
-                # the continued run had stopped, and its stop checks still say so (raise
-                # e.g. StopAfterEpoch's max_epochs to train on)
-                self._stopped = True
                 return
             self._train_epochs(net, training_data_iter, unfinished)
         finally:
@@ -350,11 +357,16 @@ class Trainer(Describable):
                     gather_losses_and_scores(net, self.train_scorers, scores)
                     net.apply_weight_modifiers()
                 if self._emit_hooks(net, "update"):
-                    stop = True
-                    self._epoch_position = self._position(net, done, scores, start_states)
+                    self._epoch_position = self._position(net, done, scores, chain, start_states)
                     break
             self._in_epoch = False
-            if done == 0 and not stop:
+            if self._epoch_position is not None:
+                # an update hook stopped training in the middle of the epoch: it ends
+                # at once, and the epoch hooks (and the rolling log) come when a
+                # continued run finishes the epoch
+                self._maybe_save_run(stopped=True)
+                return
+            if done == 0:
                 raise ValueError(
                     f"The training data iterator gave no batches in epoch "
                     f"{self.current_epoch_nr}: is its data empty?"
@@ -362,27 +374,29 @@ class Trainer(Describable):
             if scores:
                 rolling = aggregate_losses_and_scores(scores, net, self.train_scorers)
                 self._add_log("rolling_training", rolling)
-            stop = self._emit_hooks(net, "epoch") or stop
-            self._stopped = stop and self._epoch_position is None
+            stop = self._emit_hooks(net, "epoch")
+            self._stopped = stop
             self._maybe_save_run(stopped=stop)
             if stop:
                 return
 
-    def _position(self, net, done, scores, start_states):
-        """The run right after update ``done`` of an epoch that an update hook stopped,
-        before the rolling log and the epoch hooks of the stop (which may change the
-        stepper's settings, draw from data iterators and log): what :meth:`save_run`
-        stores to continue the epoch as if it had never stopped."""
+    def _position(self, net, done, scores, chain, start_states):
+        """Where an update hook stopped an epoch, after update ``done``: what
+        :meth:`save_run` stores besides the run to continue the epoch as if it had
+        never stopped. The training data iterator (``chain``: it and the iterators
+        it wraps) goes back to its state before the epoch (``start_states``), also
+        where it is passed under another name too."""
         context = self.stepper.context if self.stepper.carry_context else None
-        states = {name: _iterator_rnd_states(it) for name, it in self._named_data_iters.items()}
-        states[_TRAINING_ITER] = start_states  # its batches are drawn again
+        at_start = {id(it): state for it, state in zip(chain, start_states)}
+        states = {
+            name: [at_start.get(id(it), _get_rnd_state(it, "rnd")) for it in _iterator_chain(top)]
+            for name, top in self._named_data_iters.items()
+        }
         return {
             "batches": done,
             "scores": {name: list(values) for name, values in scores.items()},
             "iterator_states": states,
             "context": _numpy_context(net.handler, context),
-            "trainer": get_description(self),
-            "logs": copy.deepcopy(self.logs),
         }
 
     def evaluate(self, net, **named_data_iters):
@@ -457,14 +471,12 @@ class Trainer(Describable):
         Call it from an epoch hook, through ``save_run_every``, or after
         :meth:`train` returned; the continued run starts with the next epoch,
         or, if an update hook stopped training in the middle of an epoch (e.g.
-        ``StopOnSigQuit(timescale='update')``), with the rest of that epoch, as
-        if it had never stopped. The file then holds the run as it was right
-        after the last update, before the epoch hooks that ran when training
-        stopped (their log entries, the settings they changed and the random
-        numbers they drew are not in it), plus how many updates of the epoch
-        were done, the training scores gathered so far, the stepper's carried
-        context and the data iterators' random states from the epoch's start
-        (the continued run draws those batches again, without training on them).
+        ``StopOnSigQuit(timescale='update')``; training ends there without the
+        epoch's hooks), with the rest of that epoch, as if it had never
+        stopped: the file then also holds how many updates of the epoch were
+        done, the training scores gathered so far, the stepper's carried context
+        and the data iterators' random states from the epoch's start (the
+        continued run draws those batches again, without training on them).
         A ``SaveBestNetwork`` without a filename keeps its best network in
         memory only, which is not saved (a warning says so).
 
@@ -499,8 +511,8 @@ class Trainer(Describable):
             )
         net = self._net
         position = self._epoch_position  # (None unless stopped in the middle of an epoch)
-        trainer_description = get_description(self) if position is None else position["trainer"]
-        logs = self.logs if position is None else position["logs"]
+        trainer_description = get_description(self)
+        logs = self.logs
         net_description = get_description(net)
         params = net.handler.get_numpy_copy(net.buffer.parameters)
         states = net.handler.get_numpy_copy(net.buffer.states)
@@ -735,6 +747,17 @@ class _open_run_file:
 
     def __exit__(self, *exc):
         self.f.close()
+
+
+def _position_of(pending):
+    """The position (see :meth:`Trainer._position`) of a restored unfinished epoch."""
+    unfinished = pending["unfinished"]
+    return {
+        "batches": unfinished["batches"],
+        "scores": unfinished["scores"],
+        "iterator_states": pending["iterators"],
+        "context": unfinished["context"],
+    }
 
 
 def _skip_batches(batches, count):

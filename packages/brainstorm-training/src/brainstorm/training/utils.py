@@ -105,12 +105,21 @@ def evaluate(net, iter, scorers=(), out_name="", targets_name="targets", mask_na
 # ------------------------------------------------------------------- logs files
 
 
+#: Keys HDF5 cannot take as names as they are ('.' names the group itself).
+_SPECIAL_KEYS = {"": "%00", ".": "%2E"}
+
+
 def _entry_name(key):
-    """A log key as an HDF5 name: ``/`` (which would nest) and ``%`` escaped."""
-    return str(key).replace("%", "%25").replace("/", "%2F")
+    """A log key as an HDF5 name: ``/`` (which would nest) and ``%`` escaped, and the
+    keys ``''`` and ``'.'`` spelled out."""
+    key = str(key)
+    return _SPECIAL_KEYS.get(key) or key.replace("%", "%25").replace("/", "%2F")
 
 
 def _key(name):
+    for key, special in _SPECIAL_KEYS.items():
+        if name == special:
+            return key
     return name.replace("%2F", "/").replace("%25", "%")
 
 
@@ -138,14 +147,17 @@ def write_logs(group, logs):
             array = None
         if array is not None and array.dtype.kind in "biuf":
             group.create_dataset(name, data=array)
-        elif array is not None and array.dtype.kind == "U":
+        elif (
+            array is not None and array.dtype.kind == "U" and all(isinstance(v, str) for v in value)
+        ):
             strings = group.create_dataset(
                 name, data=array.astype(object), dtype=h5py.string_dtype()
             )
             strings.attrs["strings"] = True
         else:
             warnings.warn(
-                f"log {key!r} holds values that are neither numbers nor strings; it is not written",
+                f"log {key!r} holds values that are neither all numbers nor all strings; "
+                f"it is not written",
                 RuntimeWarning,
                 stacklevel=2,
             )
