@@ -5,6 +5,8 @@ chunk, and the stride-1 input deltas of convolutions with few channels skip the
 flipped-kernel path. Here the limits are lowered so that both are exercised.
 """
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -98,3 +100,81 @@ def test_pixel_groups_are_chosen_only_where_they_apply():
     assert module._pixel_group((1, 1), 5, 16, 64) == 1  # many filters: fat enough
     assert module._pixel_group((2, 2), 5, 16, 32) == 1  # strided
     assert module._pixel_group((1, 1), 1, 16, 32) == 1  # 1x1 kernels
+
+
+# shapes (N, H, W, C), (F, kh, kw), padding for the direct convolution (window rows of
+# kw * C values, a multiple of 4; see NumpyHandler._convolve_directly)
+DIRECT_SHAPES = [
+    ((3, 15, 15, 32), (32, 5, 5), 2),  # the CIFAR network's second convolution
+    ((2, 5, 7, 4), (3, 3, 3), 1),  # 3 filters: the kernel's partial panels
+    ((1, 6, 5, 8), (17, 2, 3), 0),
+    ((4, 3, 9, 2), (20, 1, 2), 2),
+    ((2, 1, 1, 12), (5, 1, 1), 0),  # one pixel
+    ((5, 8, 8, 4), (33, 4, 4), 1),  # several images per chunk
+]
+
+
+@pytest.mark.parametrize("shapes", DIRECT_SHAPES, ids=lambda s: "x".join(map(str, s[0])))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("session", [False, True], ids=["", "session"])
+def test_direct_convolutions_match_the_naive_reference(shapes, dtype, session, monkeypatch):
+    from brainstorm.testing.handler_conformance import (
+        reference_conv2d_backward,
+        reference_conv2d_forward,
+    )
+
+    # every convolution here goes the direct way (the defaults take it only where it
+    # pays), the input deltas too (flipped kernel), chunks of one or two images
+    monkeypatch.setattr(module, "_DIRECT_MIN_REDUCTION", 1)
+    monkeypatch.setattr(module, "_DIRECT_MIN_FILTERS", 1)
+    monkeypatch.setattr(module, "_DIRECT_MAX_WASTE", 1e9)
+    monkeypatch.setattr(module, "_DIRECT_CHUNK", 2 * 16 * 16 * 64)
+    monkeypatch.setattr(module, "_FLIPPED_MIN_CHANNELS", 1)
+    direct = []
+    original = module.NumpyHandler._convolve_directly
+
+    def spy(self, *args):
+        direct.append(original(self, *args))
+        return direct[-1]
+
+    monkeypatch.setattr(module.NumpyHandler, "_convolve_directly", spy)
+    (n, h, w, c), (f, kh, kw), pad = shapes
+    rng = np.random.RandomState(h * w + f)
+    x = rng.randn(n, h, w, c).astype(dtype)
+    weights, bias = rng.randn(f, kh, kw, c).astype(dtype), rng.randn(f).astype(dtype)
+    tolerance = 2e-4 if dtype == np.float32 else 1e-10
+    handler = NumpyHandler(dtype)
+    expected = reference_conv2d_forward(x, weights, bias, pad, (1, 1))
+    out = np.full(expected.shape, 5.0, dtype=dtype)
+    deltas = rng.randn(*expected.shape).astype(dtype)
+    want_in, want_w, want_b = reference_conv2d_backward(x, weights, pad, (1, 1), deltas)
+    in_deltas = np.ones(x.shape, dtype=dtype)
+    dw, db = np.zeros(weights.shape, dtype=dtype), np.zeros(f, dtype=dtype)
+    with handler.session() if session else contextlib.nullcontext():
+        handler.conv2d_forward_batch(x, weights, bias, out, pad, (1, 1))
+        handler.conv2d_backward_batch(x, weights, pad, (1, 1), in_deltas, deltas, dw, db)
+    # forward; the input deltas too where they are a convolution with the flipped
+    # kernel (square kernels, padding below their size) whose rows (kw * F values)
+    # keep the panels aligned
+    flipped = kh == kw and pad < kh
+    assert direct == [True] + ([(kw * f) % 4 == 0] if flipped else [])
+    np.testing.assert_allclose(out, expected, rtol=tolerance, atol=tolerance)
+    np.testing.assert_allclose(in_deltas, 1.0 + want_in, rtol=tolerance, atol=tolerance)
+    np.testing.assert_allclose(dw, want_w, rtol=tolerance, atol=tolerance)
+    np.testing.assert_allclose(db, want_b, rtol=tolerance, atol=tolerance)
+
+
+def test_the_direct_convolution_is_taken_where_it_pays():
+    h = NumpyHandler(np.float32)
+
+    def direct(image, kernel, padding, filters=32):
+        (n, hh, ww, c), (kh, kw) = image, kernel
+        shape = (n, hh + 2 * padding - kh + 1, ww + 2 * padding - kw + 1, filters)
+        x, w = np.zeros(image, np.float32), np.zeros((filters, kh, kw, c), np.float32)
+        out = np.zeros(shape, np.float32)
+        return h._convolve_directly(x, w, None, out, padding, (1, 1), False)
+
+    assert direct((2, 15, 15, 32), (5, 5), 2)  # padded width 19 -> 20 for 15 outputs
+    assert not direct((2, 32, 32, 3), (5, 5), 2)  # window rows of 15 values: too short
+    assert not direct((2, 7, 7, 32), (5, 5), 2)  # 12 columns for 7 outputs: too wasteful
+    assert not direct((2, 15, 15, 32), (5, 5), 2, filters=8)  # too few filters

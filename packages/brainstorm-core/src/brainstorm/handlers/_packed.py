@@ -67,6 +67,8 @@ class _Kernels:
         self.pack_row_major, self.pack_column_major, self.pack_right, self.kernel = functions
         self.scalar = scalar
         self.width = None
+        #: columns per panel of ``pack_right`` (the kernel's N unroll)
+        self.right_width = None
 
 
 def _bind(lib, kind, core, scalar):
@@ -108,6 +110,7 @@ def _load():
             continue
         kernels = _Kernels(dtype, functions, scalar)
         kernels.width = _panel_width(kernels)
+        kernels.right_width = _panel_width(kernels, right=True)
         if kernels.width is not None and _self_test(kernels):
             _state["kernels"][dtype] = kernels
 
@@ -131,22 +134,36 @@ def _aligned_empty(size, dtype):
     return raw[skip : skip + size]
 
 
-def _panel_width(kernels):
-    """How many rows the kernel's packed panels hold, read off a packed known matrix."""
-    rows = 64
-    known = np.arange(2 * rows, dtype=kernels.dtype).reshape(rows, 2)  # value 2m + k
-    packed = _aligned_empty(2 * rows, kernels.dtype)
+def _panel_width(kernels, right=False):
+    """How many rows the panels of the left operand hold (with ``right``: how many
+    columns those of the right one, ``pack_right``), read off a packed known
+    matrix; None if the layout is not the expected one."""
+    lines = 64  # rows (or columns) of K = 2 values each, value 2 * line + k
+    known = np.arange(2 * lines, dtype=kernels.dtype)
+    packed = _aligned_empty(2 * lines, kernels.dtype)
     packed.fill(-1)
-    kernels.pack_row_major(2, rows, known.ctypes.data, 2, packed.ctypes.data)
+    pack = kernels.pack_right if right else kernels.pack_row_major
+    pack(2, lines, known.ctypes.data, 2, packed.ctypes.data)
     starts = np.flatnonzero(packed == 1)  # where k = 1 of the first panel begins
     if starts.size == 0:
         return None
     width = int(starts[0])
+    first = 2 * np.arange(width)
     if width not in (1, 2, 4, 8, 16, 32, 64) or not np.array_equal(
-        packed[:width], 2 * np.arange(width)
+        packed[: 2 * width], np.concatenate([first, first + 1])
     ):
         return None
     return width
+
+
+def kernels_for(dtype):
+    """The checked routines of ``dtype`` (see :class:`_Kernels`), or None."""
+    return _kernels_for(dtype)
+
+
+def aligned_empty(size, dtype):
+    """An uninitialised 1-D array of ``size`` items starting on a 64-byte boundary."""
+    return _aligned_empty(size, dtype)
 
 
 def _items(stride, dtype):

@@ -491,6 +491,8 @@ class NumpyHandler(Handler):
         ``accumulate``, added to what ``outputs`` holds."""
         n, ho, wo, f = outputs.shape
         kh, kw = weights.shape[1:3]
+        if self._convolve_directly(inputs, weights, bias, outputs, padding, stride, accumulate):
+            return
         group = _pixel_group(stride, kw, wo, f)
         padded = self._pad(inputs, padding, 0, role="conv forward")
         # group > 1: every GEMM row computes `group` neighbouring output pixels of an
@@ -531,6 +533,99 @@ class NumpyHandler(Handler):
                 outputs += flat.reshape(outputs.shape)
             else:
                 outputs[...] = flat.reshape(outputs.shape)
+
+    def _convolve_directly(self, inputs, weights, bias, outputs, padding, stride, accumulate):
+        """The convolution without an im2col matrix, if it suits (else False).
+
+        OpenBLAS's routine that packs the right operand of a product reads each
+        column from its address plus a multiple of a stride: given the padded
+        image and a stride of C floats, column ``x`` is the row of the window of
+        output pixel ``x`` (``kw * C`` floats), for all pixels of an image at once
+        if the output is computed over the padded width (the extra columns are
+        thrown away). That packed image serves all ``kh`` rows of the kernel: row
+        ``i`` is the same packing ``i`` image rows further on, which starts on a
+        panel boundary when the padded width is a multiple of the panel width.
+        Each row is then one kernel call with the filters (packed once) adding
+        into the image's outputs. Worth it (stride 1 only) when the window rows are
+        long enough for the kernel and few columns are thrown away; see
+        :data:`_DIRECT_MIN_REDUCTION` and :data:`_DIRECT_MAX_WASTE`.
+        """
+        f, kh, kw, c = weights.shape
+        n, h, w, _ = inputs.shape
+        kernels = _packed.kernels_for(self.dtype)
+        if kernels is None or kernels.right_width is None or stride != (1, 1) or n == 0:
+            return False
+        item = self.dtype.itemsize
+        panel = kernels.right_width
+        hp, wo = h + 2 * padding, outputs.shape[2]
+        wp = -(-(w + 2 * padding) // panel) * panel  # padded width: whole panels
+        ho, reduction = outputs.shape[1], kw * c
+        if (
+            reduction < _DIRECT_MIN_REDUCTION
+            or f < _DIRECT_MIN_FILTERS
+            or wp > _DIRECT_MAX_WASTE * wo
+            or hp * wp * reduction > _DIRECT_MAX_PACKED
+            or (panel * reduction * item) % 64  # (panels of later kernel rows stay aligned)
+            or not all(a.dtype == self.dtype for a in (inputs, weights, outputs))
+        ):
+            return False
+        # padded images, kept: the border and the columns beyond the padding stay 0;
+        # the pixels after the last image are read (for thrown-away outputs) too
+        key = ("conv direct", (n, hp, wp, c), padding)
+        pixels = n * hp * wp + kw + panel
+
+        def make():
+            return np.zeros(pixels * c, dtype=self.dtype)
+
+        flat = self._kept("padded", key, make)
+        padded = flat[: n * hp * wp * c].reshape(n, hp, wp, c)
+        padded[:, padding : padding + h, padding : padding + w] = inputs
+        filters = []  # kernel row i: the (F, kw * C) filters, packed
+        for i in range(kh):
+            rows = np.ascontiguousarray(weights[:, i].reshape(f, reduction))
+            packed = _packed.aligned_empty(f * reduction, self.dtype)
+            kernels.pack_row_major(reduction, f, rows.ctypes.data, reduction, packed.ctypes.data)
+            filters.append(packed)
+        one = kernels.scalar(1.0)
+        filter_addresses = [rows.ctypes.data for rows in filters]
+        base = flat.ctypes.data
+        per_image = hp * wp  # pixels (and packed columns) per padded image
+        chunks = _image_chunks(n, per_image * reduction, _DIRECT_CHUNK)
+        largest = max(stop - start for start, stop in chunks)
+        scratch = {}
+
+        def images(start, stop, worker):  # (a chunk's images are packed in one call)
+            if worker not in scratch:
+                scratch[worker] = (
+                    _packed.aligned_empty(largest * per_image * reduction, self.dtype),
+                    np.empty((largest, ho, wp, f), dtype=self.dtype),
+                )
+            columns, result = scratch[worker]
+            count = stop - start
+            result = result[:count]
+            if bias is None:
+                result.fill(0)
+            else:
+                result[...] = bias
+            packed = columns.ctypes.data
+            kernels.pack_right(
+                reduction, count * per_image, base + start * per_image * c * item, c, packed
+            )
+            # (addresses as ints: this loop runs between kernel calls that release the
+            # GIL, and the other thread's loop wants it too)
+            out, out_step = result.ctypes.data, ho * wp * f * item
+            kernel, pixels = kernels.kernel, ho * wp
+            for image in range(count):
+                for i, rows in enumerate(filter_addresses):
+                    first = packed + (image * per_image + i * wp) * reduction * item
+                    kernel(f, pixels, reduction, one, rows, first, out + image * out_step, f)
+            if accumulate:
+                outputs[start:stop] += result[:, :, :wo]
+            else:
+                outputs[start:stop] = result[:, :, :wo]
+
+        _for_chunks(chunks, images)
+        return True
 
     def conv2d_backward_batch(
         self, inputs, weights, padding, stride, in_deltas, out_deltas, weight_deltas, bias_deltas
@@ -1012,6 +1107,24 @@ def _pool_corner_index(in_hwc, padding, stride, out_hw, dtype):
     corner = ((top * w + left) * c + np.arange(c)).astype(dtype)
     corner.flags.writeable = False
     return corner
+
+
+#: Direct convolutions (see ``NumpyHandler._convolve_directly``) need window rows of
+#: at least this many values (kw * C): the kernel is slow on short reductions.
+_DIRECT_MIN_REDUCTION = 96
+
+#: ... and at least this many filters (the kernel's other side).
+_DIRECT_MIN_FILTERS = 16
+
+#: ... and compute at most this many times the output columns (the padded width,
+#: rounded up to whole panels, against the output width).
+_DIRECT_MAX_WASTE = 1.4
+
+#: ... and an image's packed windows of at most this many values (per thread).
+_DIRECT_MAX_PACKED = 1 << 22
+
+#: Packed windows per chunk of images of a direct convolution (512 KB of float32).
+_DIRECT_CHUNK = 1 << 17
 
 
 #: Largest number of neighbouring output pixels one GEMM row of a convolution computes.
