@@ -10,7 +10,7 @@ import contextlib
 import numpy as np
 import pytest
 
-from brainstorm.handlers import NumpyHandler
+from brainstorm.handlers import NumpyHandler, _packed
 from brainstorm.handlers import numpy_handler as module
 from brainstorm.testing.handler_conformance import CONFORMANCE_CASES, check_op
 
@@ -114,6 +114,12 @@ DIRECT_SHAPES = [
 ]
 
 
+needs_kernels = pytest.mark.skipif(
+    not _packed.available(), reason="OpenBLAS's packing routines and kernels are not usable here"
+)
+
+
+@needs_kernels
 @pytest.mark.parametrize("shapes", DIRECT_SHAPES, ids=lambda s: "x".join(map(str, s[0])))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("session", [False, True], ids=["", "session"])
@@ -164,6 +170,7 @@ def test_direct_convolutions_match_the_naive_reference(shapes, dtype, session, m
     np.testing.assert_allclose(db, want_b, rtol=tolerance, atol=tolerance)
 
 
+@needs_kernels
 def test_the_direct_convolution_is_taken_where_it_pays():
     h = NumpyHandler(np.float32)
 
