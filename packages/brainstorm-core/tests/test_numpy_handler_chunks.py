@@ -163,7 +163,9 @@ def test_direct_convolutions_match_the_naive_reference(shapes, dtype, session, m
     # kernel (square kernels, padding below their size) whose rows (kw * F values)
     # keep the panels aligned
     flipped = kh == kw and pad < kh
-    assert direct == [True] + ([(kw * f) % 4 == 0] if flipped else [])
+    panel = _packed.kernels_for(dtype).right_width  # (4 float32, 2 float64 on AVX-512)
+    aligned = (panel * kw * f * np.dtype(dtype).itemsize) % 64 == 0
+    assert direct == [True] + ([aligned] if flipped else [])
     np.testing.assert_allclose(out, expected, rtol=tolerance, atol=tolerance)
     np.testing.assert_allclose(in_deltas, 1.0 + want_in, rtol=tolerance, atol=tolerance)
     np.testing.assert_allclose(dw, want_w, rtol=tolerance, atol=tolerance)
@@ -185,3 +187,36 @@ def test_the_direct_convolution_is_taken_where_it_pays():
     assert not direct((2, 32, 32, 3), (5, 5), 2)  # window rows of 15 values: too short
     assert not direct((2, 7, 7, 32), (5, 5), 2)  # 12 columns for 7 outputs: too wasteful
     assert not direct((2, 15, 15, 32), (5, 5), 2, filters=8)  # too few filters
+
+
+@needs_kernels
+def test_direct_convolutions_of_images_whose_padded_widths_round_alike():
+    # widths 30 and 29 (padding 1) round up to the same panel-aligned width: the
+    # second must not see the first one's pixels in its padding
+    from brainstorm.testing.handler_conformance import reference_conv2d_forward
+
+    h = NumpyHandler(np.float64)
+    rng = np.random.RandomState(3)
+    weights = rng.randn(32, 3, 3, 32)
+    for width in (30, 29, 30):
+        x = rng.randn(2, 6, width, 32)
+        expected = reference_conv2d_forward(x, weights, np.zeros(32), 1, (1, 1))
+        out = np.zeros(expected.shape)
+        assert h._convolve_directly(x, weights, None, out, 1, (1, 1), False)
+        np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+
+
+@needs_kernels
+def test_direct_convolutions_refuse_long_window_rows_and_wrong_output_shapes():
+    h = NumpyHandler(np.float32)
+    limit = _packed.MAX_REDUCTION  # (kernels may rely on K <= their block size)
+    x = np.zeros((1, 8, 8, limit // 4 + 4), np.float32)
+    w = np.zeros((32, 3, 4, x.shape[3]), np.float32)
+    assert not h._convolve_directly(
+        x, w, None, np.zeros((1, 6, 5, 32), np.float32), 0, (1, 1), False
+    )
+    x, w = np.zeros((1, 8, 8, 32), np.float32), np.zeros((32, 3, 3, 32), np.float32)
+    assert h._convolve_directly(x, w, None, np.zeros((1, 6, 6, 32), np.float32), 0, (1, 1), False)
+    assert not h._convolve_directly(
+        x, w, None, np.zeros((1, 7, 6, 32), np.float32), 0, (1, 1), False
+    )

@@ -527,17 +527,19 @@ needs_packed = pytest.mark.skipif(
 @needs_packed
 @pytest.mark.parametrize("in_session", [False, True])
 @pytest.mark.parametrize("transpose", [False, True])
-def test_packed_block_products_agree_with_numpy(in_session, transpose):
+@pytest.mark.parametrize("k_widths", [[64, 17], [64, 600, 17]])  # (600: kernel calls of K <= 256)
+def test_packed_block_products_agree_with_numpy(in_session, transpose, k_widths):
     rng = np.random.RandomState(4)
     h = NumpyHandler(np.float32)
-    k_widths, n_widths = [64, 17], [300, 45, 211]
+    n_widths = [300, 45, 211]
     k, n = sum(k_widths), sum(n_widths)
     matrix = rng.randn(*((n, k) if transpose else (k, n))).astype(np.float32)
     a = rng.randn(40, k + 2).astype(np.float32)
     out = rng.randn(40, n + 3).astype(np.float32)
     expected = out.astype(np.float64)
     expected[:, :n] += a[:, :k].astype(np.float64) @ (matrix.T if transpose else matrix)
-    a_blocks = [a[:, :64], a[:, 64:81]]
+    starts = np.cumsum([0, *k_widths])
+    a_blocks = [a[:, i:j] for i, j in zip(starts, starts[1:])]
     out_blocks = [out[:, :300], out[:, 300:345], out[:, 345:556]]
     prepared = h.prepare_matrix(matrix, transpose)
     assert isinstance(prepared, _packed.PackedMatrix)
@@ -720,3 +722,21 @@ if sys.platform.startswith("linux"):
 
     def test_spin_locks_are_found_on_linux():
         assert _threads._spin_functions() is not None
+
+
+@needs_packed
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_no_kernel_call_reduces_over_more_than_the_kernels_block(dtype, monkeypatch):
+    # (the AVX2 double-precision kernel overruns a stack buffer beyond K = 256)
+    kernels = _packed.kernels_for(dtype)
+    calls = []
+    original = kernels.kernel
+    monkeypatch.setattr(kernels, "kernel", lambda *args: calls.append(args[2]) or original(*args))
+    h = NumpyHandler(dtype)
+    rng = np.random.RandomState(0)
+    matrix, a = rng.randn(700, 300).astype(dtype), rng.randn(30, 700).astype(dtype)
+    out = np.zeros((30, 300), dtype)
+    h.dot_add_blocks([a], h.prepare_matrix(matrix), [out])
+    expected = a.astype(np.float64) @ matrix.astype(np.float64)
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-3)
+    assert calls and max(calls) <= _packed.MAX_REDUCTION == 256

@@ -403,6 +403,12 @@ def _address(m):
         return m.ctypes.data
 
 
+#: The longest reduction (K) of one kernel call. OpenBLAS's own driver never
+#: passes more than its block size (GEMM_Q, 256 for double precision on AVX2),
+#: and some kernels rely on it: the AVX2 double-precision one copies its packed
+#: operand into a stack buffer of that size, and a longer K overruns it.
+MAX_REDUCTION = 256
+
 #: About the most bytes of packed left operand (rows times the reduction) one
 #: kernel call streams through for every panel of the matrix: more rows than
 #: that are done in chunks (the whole would come from memory again for every
@@ -440,11 +446,14 @@ def _tasks(kernels, batch, a_parts, packed, out_parts, plan):
     scratch = packed.scratch(sum(plan.widths_k) * batch).ctypes.data  # kept by the matrix
     right, offset, k0 = [], 0, 0
     for (address, stride), width in zip(a_parts, plan.widths_k):
-        part = scratch + offset * item
-        # B = a^T with B[k, b] at b * lda + k: column-major, as the packing wants it
-        kernels.pack_right(width, batch, address, stride, part)
-        right.append((k0, width, part))
-        offset, k0 = offset + width * batch, k0 + width
+        # in pieces of at most MAX_REDUCTION (see there)
+        for start in range(0, width, MAX_REDUCTION):
+            piece = min(MAX_REDUCTION, width - start)
+            part = scratch + offset * item
+            # B = a^T with B[k, b] at b * lda + k: column-major, as the packing wants it
+            kernels.pack_right(piece, batch, address + start * item, stride, part)
+            right.append((k0, piece, part))
+            offset, k0 = offset + piece * batch, k0 + piece
     tasks, n0 = [], 0
     for (c, ldc), width_n in zip(out_parts, plan.widths_n):
         for k0, width_k, part in right:

@@ -561,7 +561,9 @@ class NumpyHandler(Handler):
         wp = -(-(w + 2 * padding) // panel) * panel  # padded width: whole panels
         ho, reduction = outputs.shape[1], kw * c
         if (
-            reduction < _DIRECT_MIN_REDUCTION
+            (ho, wo) != (hp - kh + 1, w + 2 * padding - kw + 1)
+            or reduction < _DIRECT_MIN_REDUCTION
+            or reduction > _packed.MAX_REDUCTION
             or f < _DIRECT_MIN_FILTERS
             or wp > _DIRECT_MAX_WASTE * wo
             or hp * wp * reduction > _DIRECT_MAX_PACKED
@@ -571,7 +573,8 @@ class NumpyHandler(Handler):
             return False
         # padded images, kept: the border and the columns beyond the padding stay 0;
         # the pixels after the last image are read (for thrown-away outputs) too
-        key = ("conv direct", (n, hp, wp, c), padding)
+        # (the key holds the image width: the columns beyond it must be 0)
+        key = ("conv direct", (n, h, w, c), padding, wp)
         pixels = n * hp * wp + kw + panel
 
         def make():
