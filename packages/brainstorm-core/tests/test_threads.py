@@ -3,6 +3,7 @@
 import contextlib
 import os
 import signal
+import subprocess
 import sys
 import threading
 
@@ -740,3 +741,22 @@ def test_no_kernel_call_reduces_over_more_than_the_kernels_block(dtype, monkeypa
     expected = a.astype(np.float64) @ matrix.astype(np.float64)
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-3)
     assert calls and max(calls) <= _packed.MAX_REDUCTION == 256
+
+
+def test_packed_routines_of_an_unchecked_cpu_are_not_used():
+    # OpenBLAS told to use its Sandy Bridge kernels (whose self-test crashed): the
+    # handler keeps ordinary products and still computes
+    code = (
+        "import numpy as np\n"
+        "from brainstorm.handlers import _packed\n"
+        "from brainstorm.handlers.numpy_handler import NumpyHandler\n"
+        "assert _packed.kernels_for(np.float32) is None\n"
+        "h = NumpyHandler(np.float32)\n"
+        "x, w = np.ones((2, 6, 6, 32), np.float32), np.ones((16, 3, 3, 32), np.float32)\n"
+        "out = np.zeros((2, 4, 4, 16), np.float32)\n"
+        "h.conv2d_forward_batch(x, w, None, out, 0, (1, 1))\n"
+        "assert (out == 288).all()\n"
+    )
+    env = dict(os.environ, OPENBLAS_CORETYPE="SandyBridge")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -45,6 +45,12 @@ _KINDS = {
     np.dtype(np.float32): ("s", ctypes.c_float),
     np.dtype(np.float64): ("d", ctypes.c_double),
 }
+#: The CPUs whose routines are used: those checked here (SkylakeX, Haswell) and
+#: the ones OpenBLAS gives the same gemm kernels (Cooperlake and Sapphire Rapids
+#: SkylakeX's, Zen Haswell's). Others keep ordinary products: the Sandy Bridge
+#: kernel, for one, crashed in the self-test (its routines expect something else).
+_KNOWN_CORES = frozenset({"SKYLAKEX", "COOPERLAKE", "SAPPHIRERAPIDS", "HASWELL", "ZEN"})
+
 #: Alignment of packed buffers in bytes (the kernels may use aligned vector loads).
 _ALIGNMENT = 64
 #: Below this many floating point operations a product stays on one thread.
@@ -102,7 +108,7 @@ def _load():
         return
     get_core.argtypes, get_core.restype = [], ctypes.c_char_p
     core = (get_core() or b"").decode("ascii", "replace").strip().upper()
-    if not core.isalnum():
+    if core not in _KNOWN_CORES:
         return
     for dtype, (kind, scalar) in _KINDS.items():
         functions = _bind(lib, kind, core, scalar)
