@@ -46,9 +46,10 @@ _KINDS = {
     np.dtype(np.float64): ("d", ctypes.c_double),
 }
 #: The CPUs whose routines are used: those checked here (SkylakeX, Haswell) and
-#: the ones OpenBLAS gives the same gemm kernels (Cooperlake and Sapphire Rapids
-#: SkylakeX's, Zen Haswell's). Others keep ordinary products: the Sandy Bridge
-#: kernel, for one, crashed in the self-test (its routines expect something else).
+#: the ones OpenBLAS builds from the same gemm kernels as far as we know
+#: (Cooperlake and Sapphire Rapids from SkylakeX's, Zen from Haswell's; not run
+#: here). Others keep ordinary products: the Sandy Bridge kernel, for one,
+#: crashed in the self-test.
 _KNOWN_CORES = frozenset({"SKYLAKEX", "COOPERLAKE", "SAPPHIRERAPIDS", "HASWELL", "ZEN"})
 
 #: Alignment of packed buffers in bytes (the kernels may use aligned vector loads).
