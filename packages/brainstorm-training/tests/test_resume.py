@@ -402,3 +402,38 @@ def test_a_run_stopped_by_an_update_stop_check_is_not_continued_by_rerunning(tmp
     again = script()
     assert (again.current_epoch_nr, again.current_update_nr) == (2, 6)
     assert again.logs == first.logs
+
+
+def test_train_called_again_after_a_stop_in_an_epoch_goes_on_with_the_rest_of_it():
+    reference, reference_net = uninterrupted()
+    trainer, net, train, valid = setup()
+    trainer.add_hook(PauseAt(7))
+    trainer.train(net, train, valid=valid)
+    del trainer.hooks["PauseAt"]
+    trainer.train(net, train, valid=valid)  # (the same process: no run file)
+    assert trainer.current_update_nr == reference.current_update_nr
+    assert np.array_equal(net.get("parameters"), reference_net.get("parameters"))
+    assert trainer.logs == reference.logs
+
+
+def test_an_update_monitor_of_the_training_iterator_under_another_name_is_continued_right(
+    tmp_path,
+):
+    # the monitor draws shuffled batches from the training data's inner iterator
+    # between updates: continuing must not replay only the training batches
+    def shared_setup():
+        trainer, net, train, _ = setup()
+        trainer.add_hook(hooks.MonitorLoss("clean", name="clean", timescale="update", interval=2))
+        return trainer, net, train, train.iter
+
+    reference, reference_net, train, clean = shared_setup()
+    reference.train(reference_net, train, valid=clean, clean=clean)
+    trainer, net, train, clean = shared_setup()
+    trainer.add_hook(PauseAt(7))
+    trainer.train(net, train, valid=clean, clean=clean)
+    trainer.save_run(tmp_path / "run.hdf5")
+    trainer, net, train, clean = shared_setup()
+    trainer.restore_run(tmp_path / "run.hdf5", net)
+    trainer.train(net, train, valid=clean, clean=clean)
+    assert np.array_equal(net.get("parameters"), reference_net.get("parameters"))
+    assert trainer.logs == reference.logs

@@ -256,7 +256,9 @@ class Trainer(Describable):
         applied, ``'update'`` hooks called; after the epoch the aggregated
         training losses and scores are logged as ``'rolling_training'`` and the
         ``'epoch'`` hooks are called. A stop requested by an update hook ends
-        the epoch early (its epoch hooks still run).
+        training at once, in the middle of the epoch (without its epoch hooks);
+        the next ``train`` call, or a run saved then and continued, goes on
+        with the rest of that epoch.
 
         Args:
             net (brainstorm.structure.network.Network): the network to train.
@@ -330,6 +332,7 @@ class Trainer(Describable):
         """The epochs of :meth:`train`; ``unfinished`` (from a restored run) continues
         an epoch that an update hook stopped: ``{'batches': done, 'scores': ...}``."""
         chain = _iterator_chain(training_data_iter)
+        stop_states = None
         while True:
             if unfinished is None:
                 self.current_epoch_nr += 1
@@ -338,6 +341,7 @@ class Trainer(Describable):
                 done, scores = 0, {}
             else:
                 done, scores = unfinished["batches"], unfinished["scores"]
+                stop_states = unfinished.get("stop_states")
                 unfinished = None
                 self._print_header(f"Epoch {self.current_epoch_nr}, after its update {done}")
             # where this epoch's batches come from: the data iterators' random states
@@ -348,6 +352,14 @@ class Trainer(Describable):
             stop = False
             self._in_epoch = True
             batches = _skip_batches(training_data_iter(handler=net.handler), done)
+            if stop_states is not None:
+                # (as they were at the stop: hooks may have drawn from an iterator of
+                # the training data under another name too, which redrawing the
+                # batches does not repeat)
+                for it, state in zip(chain, stop_states):
+                    if state is not None:
+                        it.rnd.set_state(state)
+                stop_states = None
             for _ in run_network(net, batches):
                 done += 1
                 self.current_update_nr += 1
@@ -363,7 +375,9 @@ class Trainer(Describable):
             if self._epoch_position is not None:
                 # an update hook stopped training in the middle of the epoch: it ends
                 # at once, and the epoch hooks (and the rolling log) come when a
-                # continued run finishes the epoch
+                # continued run finishes the epoch: a saved run, or this one at the
+                # next train() call (the run as it is now, pending as if restored)
+                self._pending_restore = self._run_in_memory(net)
                 self._maybe_save_run(stopped=True)
                 return
             if done == 0:
@@ -396,7 +410,21 @@ class Trainer(Describable):
             "batches": done,
             "scores": {name: list(values) for name, values in scores.items()},
             "iterator_states": states,
+            "stop_states": [_get_rnd_state(it, "rnd") for it in chain],
             "context": _numpy_context(net.handler, context),
+        }
+
+    def _run_in_memory(self, net):
+        """What :meth:`restore_run` would leave pending for the run as it is now,
+        stopped in the middle of an epoch (see :meth:`_position`)."""
+        position = self._epoch_position
+        return {
+            "stepper": self.stepper.get_state(),
+            "iterators": position["iterator_states"],
+            "unfinished": position,
+            "stopped": False,
+            "network": net.rnd.get_state(),
+            "handler": (_get_rnd_state(net.handler, "rnd"), "the stopped run"),
         }
 
     def evaluate(self, net, **named_data_iters):
@@ -710,6 +738,7 @@ class Trainer(Describable):
         return {
             "batches": unfinished["batches"],
             "scores": {name: list(values) for name, values in unfinished["scores"].items()},
+            "stop_states": unfinished.get("stop_states"),
         }
 
 
@@ -756,6 +785,7 @@ def _position_of(pending):
         "batches": unfinished["batches"],
         "scores": unfinished["scores"],
         "iterator_states": pending["iterators"],
+        "stop_states": unfinished.get("stop_states"),
         "context": unfinished["context"],
     }
 
@@ -790,6 +820,12 @@ def _write_epoch_position(group, position):
     scores = group.create_group("scores")
     for i, name in enumerate(names):
         scores.create_dataset(str(i), data=np.asarray(position["scores"][name], dtype=np.float64))
+    stop_states = position.get("stop_states") or []
+    states = group.create_group("stop_states")  # the training iterators' at the stop
+    states.attrs["depth"] = len(stop_states)
+    for depth, state in enumerate(stop_states):
+        if state is not None:
+            _write_rnd_state(states, str(depth), state)
     context = position["context"]
     group.attrs["has_context"] = context is not None
     if context is not None:
@@ -812,7 +848,19 @@ def _read_epoch_position(group):
     if bool(group.attrs["has_context"]):
         paths = json.loads(_text(group.attrs["context_paths"]))
         context = {path: np.asarray(group["context"][str(i)][()]) for i, path in enumerate(paths)}
-    return {"batches": int(group.attrs["batches"]), "scores": scores, "context": context}
+    stop_states = None
+    if "stop_states" in group:
+        states = group["stop_states"]
+        stop_states = [
+            _read_rnd_state(states[str(i)]) if str(i) in states else None
+            for i in range(int(states.attrs["depth"]))
+        ]
+    return {
+        "batches": int(group.attrs["batches"]),
+        "scores": scores,
+        "context": context,
+        "stop_states": stop_states,
+    }
 
 
 def _iterator_chain(data_iter):
