@@ -470,7 +470,7 @@ class NumpyHandler(Handler):
         row_max = m.max(axis=1, keepdims=True)
         np.subtract(m, row_max, out=out)
         np.exp(out, out=out)
-        if out.dtype == self.dtype and out.flags.c_contiguous and out.shape[1] > 0:
+        if out.dtype == self.dtype and out.flags.c_contiguous:
             # row sums as a matrix-vector product with ones (5x faster than
             # sum(axis=1)); NumPy checks the floating-point status after a BLAS
             # product, and a flag left by other C code in this thread once turned
@@ -571,18 +571,9 @@ class NumpyHandler(Handler):
             or not all(a.dtype == self.dtype for a in (inputs, weights, outputs))
         ):
             return False
-        # padded images, kept: the border and the columns beyond the padding stay 0;
-        # the pixels after the last image are read (for thrown-away outputs) too
-        # (the key holds the image width: the columns beyond it must be 0)
-        key = ("conv direct", (n, h, w, c), padding, wp)
-        pixels = n * hp * wp + kw + panel
-
-        def make():
-            return np.zeros(pixels * c, dtype=self.dtype)
-
-        flat = self._kept("padded", key, make)
-        padded = flat[: n * hp * wp * c].reshape(n, hp, wp, c)
-        padded[:, padding : padding + h, padding : padding + w] = inputs
+        # padded to the width of whole panels; the pixels after the last image are
+        # read too (for thrown-away outputs)
+        padded = self._pad(inputs, padding, 0, "conv direct", width=wp, tail=(kw + panel) * c)
         filters = []  # kernel row i: the (F, kw * C) filters, packed
         for i in range(kh):
             rows = np.ascontiguousarray(weights[:, i].reshape(f, reduction))
@@ -591,7 +582,7 @@ class NumpyHandler(Handler):
             filters.append(packed)
         one = kernels.scalar(1.0)
         filter_addresses = [rows.ctypes.data for rows in filters]
-        base = flat.ctypes.data
+        base = padded.ctypes.data
         per_image = hp * wp  # pixels (and packed columns) per padded image
         chunks = _image_chunks(n, per_image * reduction, _DIRECT_CHUNK)
         largest = max(stop - start for start, stop in chunks)
@@ -822,26 +813,33 @@ class NumpyHandler(Handler):
 
     # ---------------------------------------------------------------- helpers
 
-    def _pad(self, images, padding, value, role=None):
+    def _pad(self, images, padding, value, role=None, width=None, tail=0):
         """``images`` with ``padding`` pixels of ``value`` around each image.
 
-        With a ``role``, the padded array is a buffer kept for that role, shape
-        and padding: its border is written once and only the inside is copied on
-        later calls (a fresh multi-MB array per call costs its pages every time).
-        The result is then valid until the next call with the same role, shape
-        and padding. (The padding is part of the key: a smaller image with more
-        padding has the same padded shape, and would find stale pixels where its
-        border should be.)
+        With a ``role``, the padded array is a buffer kept for that role, image
+        shape and padding: its border is written once and only the inside is
+        copied on later calls (a fresh multi-MB array per call costs its pages
+        every time). The result is then valid until the next call with the same
+        role, shapes and padding. (The image shape is part of the key: another
+        image with the same padded shape would find stale pixels where its border
+        should be.) ``width`` widens the padded images with more columns of
+        ``value`` on the right; ``tail`` values of ``value`` follow the last image
+        in memory (for routines that read a little past it).
         """
-        if padding == 0:
-            return images
         n, h, w, c = images.shape
-        shape = (n, h + 2 * padding, w + 2 * padding, c)
+        if padding == 0 and width is None and not tail:
+            return images
+        shape = (n, h + 2 * padding, width or w + 2 * padding, c)
+
+        def make():
+            memory = np.full(int(np.prod(shape)) + tail, value, dtype=self.dtype)
+            return memory[: memory.size - tail].reshape(shape)
+
         if role is None:
-            padded = np.full(shape, value, dtype=self.dtype)
+            padded = make()
         else:
-            key = (role, shape, padding, value)
-            padded = self._kept("padded", key, lambda: np.full(shape, value, dtype=self.dtype))
+            key = (role, images.shape, padding, value, shape, tail)
+            padded = self._kept("padded", key, make)
         padded[:, padding : padding + h, padding : padding + w] = images
         return padded
 
