@@ -313,7 +313,7 @@ class Trainer(Describable):
                 ):
                     self._stopped = unfinished is None
                     if unfinished is not None:  # (save_run writes the same run again)
-                        self._epoch_position = _position_of(pending)
+                        self._epoch_position = pending["unfinished"]
                     return
             # the restored states are in place and the hooks started: from here on a
             # failure leaves a run in progress (a retry after a failing hook's start()
@@ -349,7 +349,6 @@ class Trainer(Describable):
             # by drawing its first `done` batches again (see save_run)
             start_states = [_get_rnd_state(it, "rnd") for it in chain]
             self._epoch_position = None
-            stop = False
             self._in_epoch = True
             batches = _skip_batches(training_data_iter(handler=net.handler), done)
             if stop_states is not None:
@@ -540,7 +539,6 @@ class Trainer(Describable):
         net = self._net
         position = self._epoch_position  # (None unless stopped in the middle of an epoch)
         trainer_description = get_description(self)
-        logs = self.logs
         net_description = get_description(net)
         params = net.handler.get_numpy_copy(net.buffer.parameters)
         states = net.handler.get_numpy_copy(net.buffer.states)
@@ -567,7 +565,7 @@ class Trainer(Describable):
             g = f.create_group("stepper")
             for name, value in stepper_state.items():
                 g.create_dataset(name, data=np.asarray(value))
-            write_logs(f.create_group("logs"), logs)
+            write_logs(f.create_group("logs"), self.logs)
             g = f.create_group("random_states")
             _write_rnd_state(g, "network", net.rnd.get_state())
             if handler_state is not None:
@@ -658,9 +656,10 @@ class Trainer(Describable):
                     _read_rnd_state(chain_group[str(i)]) if str(i) in chain_group else None
                     for i in range(depth)
                 ]
-            unfinished = (
-                _read_epoch_position(f["unfinished_epoch"]) if "unfinished_epoch" in f else None
-            )
+            unfinished = None
+            if "unfinished_epoch" in f:  # (a position as _position makes it)
+                unfinished = _read_epoch_position(f["unfinished_epoch"])
+                unfinished["iterator_states"] = iterator_states
         if stored_stepper.get("@type") != type(self.stepper).__name__:
             raise ValueError(
                 f"{filename}: the run was trained with {stored_stepper.get('@type')}, this "
@@ -776,18 +775,6 @@ class _open_run_file:
 
     def __exit__(self, *exc):
         self.f.close()
-
-
-def _position_of(pending):
-    """The position (see :meth:`Trainer._position`) of a restored unfinished epoch."""
-    unfinished = pending["unfinished"]
-    return {
-        "batches": unfinished["batches"],
-        "scores": unfinished["scores"],
-        "iterator_states": pending["iterators"],
-        "stop_states": unfinished.get("stop_states"),
-        "context": unfinished["context"],
-    }
 
 
 def _skip_batches(batches, count):
