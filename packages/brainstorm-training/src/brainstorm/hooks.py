@@ -100,8 +100,8 @@ class Hook(Describable):
     #: steer training say False.
     used_by_evaluate = True
     #: Whether the hook only decides whether training stops (``StopAfterEpoch``,
-    #: ``EarlyStopper``, ...): when a run that stopped at the end of an epoch is
-    #: continued, such hooks are asked again before training goes on.
+    #: ``EarlyStopper``, ...): when a run that such a hook stopped is continued, the
+    #: hooks of the timescale of the stop are asked again before training goes on.
     checks_stop = False
     #: Whether the hook reads buffers of the last training batch (inputs, outputs,
     #: deltas), which a hook that runs the network on other data replaces.
@@ -187,12 +187,9 @@ def _lookup_log(hook, logs, log_name, epoch_nr=None):
         values = get_by_path(logs, log_name)
     except KeyError as err:
         rolling = log_name.split(".")[0] == "rolling_training"
-        last_epoch_without = 1 if rolling and hook.timescale == "update" else 0
-        if (
-            epoch_nr is not None
-            and epoch_nr <= last_epoch_without
-            and (rolling or hook.timescale == "update")
-        ):
+        # the epochs before it can exist: 1 for rolling logs, 1 for an update hook,
+        # 2 for both
+        if epoch_nr is not None and epoch_nr < rolling + (hook.timescale == "update"):
             return None
         raise KeyError(
             f"{hook.__name__}: there is no log {log_name!r} (add the hook that logs it "

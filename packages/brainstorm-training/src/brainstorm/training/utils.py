@@ -116,10 +116,12 @@ def _entry_name(key):
     return _SPECIAL_KEYS.get(key) or key.replace("%", "%25").replace("/", "%2F")
 
 
+_SPECIAL_NAMES = {name: key for key, name in _SPECIAL_KEYS.items()}
+
+
 def _key(name):
-    for key, special in _SPECIAL_KEYS.items():
-        if name == special:
-            return key
+    if name in _SPECIAL_NAMES:
+        return _SPECIAL_NAMES[name]
     return name.replace("%2F", "/").replace("%25", "%")
 
 
