@@ -662,7 +662,7 @@ def test_threads_packing_the_same_block_at_once_both_use_the_one_that_is_kept():
     # Each thread's tasks hold raw pointers into the packed block: a thread that
     # went on with its own copy, while the matrix kept the other one, would read
     # freed memory once its copy is gone.
-    kernels = _packed._kernels_for(np.float32)
+    kernels = _packed.kernels_for(np.float32)
     both_packing = threading.Barrier(2, timeout=10)
 
     class Kernels:  # the real routines, with both threads inside the packing at once

@@ -38,7 +38,7 @@ import numpy as np
 from brainstorm.handlers import _blas, _threads
 from brainstorm.handlers.base_handler import PreparedMatrix, block_widths
 
-__all__ = ["PackedMatrix", "add_products", "available"]
+__all__ = ["PackedMatrix", "add_products", "aligned_empty", "available", "kernels_for"]
 
 #: dtype -> (BLAS letter, ctypes scalar type).
 _KINDS = {
@@ -122,7 +122,8 @@ def _load():
             _state["kernels"][dtype] = kernels
 
 
-def _kernels_for(dtype):
+def kernels_for(dtype):
+    """The checked routines of ``dtype`` (see :class:`_Kernels`), or None."""
     if not _state["loaded"]:
         _load()
     return _state["kernels"].get(np.dtype(dtype))
@@ -130,11 +131,11 @@ def _kernels_for(dtype):
 
 def available(dtype=np.float32):
     """Whether packed products work for ``dtype`` here (routines found and checked)."""
-    return _kernels_for(dtype) is not None
+    return kernels_for(dtype) is not None
 
 
-def _aligned_empty(size, dtype):
-    """An uninitialised 1-D array of ``size`` items starting on an aligned address."""
+def aligned_empty(size, dtype):
+    """An uninitialised 1-D array of ``size`` items starting on a 64-byte boundary."""
     itemsize = np.dtype(dtype).itemsize
     raw = np.empty(size + _ALIGNMENT // itemsize, dtype=dtype)
     skip = (-raw.ctypes.data % _ALIGNMENT) // itemsize
@@ -147,7 +148,7 @@ def _panel_width(kernels, right=False):
     matrix; None if the layout is not the expected one."""
     lines = 64  # rows (or columns) of K = 2 values each, value 2 * line + k
     known = np.arange(2 * lines, dtype=kernels.dtype)
-    packed = _aligned_empty(2 * lines, kernels.dtype)
+    packed = aligned_empty(2 * lines, kernels.dtype)
     packed.fill(-1)
     pack = kernels.pack_right if right else kernels.pack_row_major
     pack(2, lines, known.ctypes.data, 2, packed.ctypes.data)
@@ -161,16 +162,6 @@ def _panel_width(kernels, right=False):
     ):
         return None
     return width
-
-
-def kernels_for(dtype):
-    """The checked routines of ``dtype`` (see :class:`_Kernels`), or None."""
-    return _kernels_for(dtype)
-
-
-def aligned_empty(size, dtype):
-    """An uninitialised 1-D array of ``size`` items starting on a 64-byte boundary."""
-    return _aligned_empty(size, dtype)
 
 
 def _items(stride, dtype):
@@ -235,7 +226,7 @@ class PackedMatrix(PreparedMatrix):
         if block is None:
             view = self.matrix[n0:n1, k0:k1].T if self.transpose else self.matrix[k0:k1, n0:n1]
             m_size, k_size = n1 - n0, k1 - k0
-            block = _aligned_empty(m_size * k_size, kernels.dtype)  # (two threads may
+            block = aligned_empty(m_size * k_size, kernels.dtype)  # (two threads may
             # pack the same block at once: the first one kept is used by both, so
             # that no task is left pointing into a block nobody holds)
             s0, s1 = view.strides
@@ -261,7 +252,7 @@ class PackedMatrix(PreparedMatrix):
         thread = threading.get_ident()
         buffer = self._scratch.get(thread)
         if buffer is None or buffer.size < size:
-            buffer = self._scratch[thread] = _aligned_empty(size, self.matrix.dtype)
+            buffer = self._scratch[thread] = aligned_empty(size, self.matrix.dtype)
         return buffer
 
 
@@ -366,7 +357,7 @@ class _Plan:
         Raises:
             ValueError: from :func:`block_widths` (the blocks do not fit).
         """
-        kernels = _kernels_for(packed.matrix.dtype)
+        kernels = kernels_for(packed.matrix.dtype)
         if kernels is None:
             return False
         dtype = kernels.dtype
