@@ -16,12 +16,27 @@ __all__ = [
     "ACTIVATIONS",
     "check_activation",
     "check_number",
+    "check_positive_int",
     "check_same_feature_shapes",
+    "is_int",
     "layer_label",
 ]
 
 #: The activation functions every handler provides (``handler.act_func[name]``).
 ACTIVATIONS = ("sigmoid", "tanh", "rel", "linear", "el")
+
+
+def is_int(value):
+    """Whether ``value`` is an integer (NumPy's too), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_positive_int(value, what, label):
+    """Return ``value`` as an int if it is a positive integer (NumPy's too), else
+    raise :class:`~brainstorm.utils.LayerValidationError` naming ``what`` and the layer."""
+    if not is_int(value) or value < 1:
+        raise LayerValidationError(f"Layer {label}: {what} must be a positive int, got {value!r}")
+    return int(value)
 
 
 def layer_label(name, type_name):

@@ -52,10 +52,9 @@ or one :func:`~brainstorm.layers.bidirectional_layer.Bidirectional` layer.
 
 from __future__ import annotations
 
-import numbers
 from collections import OrderedDict
 
-from brainstorm.layers._layer_checks import check_activation, layer_label
+from brainstorm.layers._layer_checks import check_activation, check_positive_int, layer_label
 from brainstorm.layers.base_layer import Layer
 from brainstorm.structure.buffer_structure import BufferStructure, StructureTemplate
 from brainstorm.utils import (
@@ -84,9 +83,7 @@ def check_size(size, label):
     Raises:
         LayerValidationError: naming the layer.
     """
-    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
-        raise LayerValidationError(f"Layer {label}: size must be a positive int, got {size!r}")
-    return int(size)
+    return check_positive_int(size, "size", label)
 
 
 def check_reverse(reverse, label):

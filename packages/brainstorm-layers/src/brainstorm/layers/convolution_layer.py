@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-import numbers
 from collections import OrderedDict
 
-from brainstorm.layers._layer_checks import check_activation, layer_label
+from brainstorm.layers._layer_checks import (
+    check_activation,
+    check_positive_int,
+    is_int,
+    layer_label,
+)
 from brainstorm.layers.base_layer import Layer
 from brainstorm.structure.buffer_structure import BufferStructure, StructureTemplate
 from brainstorm.structure.construction import ConstructionWrapper
@@ -57,17 +61,6 @@ def Convolution2D(num_filters, kernel_size, stride=(1, 1), padding=0, activation
 # -- argument checks shared with Pooling2D --------------------------------------------------
 
 
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def check_positive_int(value, what, label):
-    """Return ``value`` as an int if it is a positive integer, else raise."""
-    if not _is_int(value) or value < 1:
-        raise LayerValidationError(f"Layer {label}: {what} must be a positive int, got {value!r}")
-    return int(value)
-
-
 def check_pair(value, what, label):
     """``value`` as a ``(rows, columns)`` tuple of positive ints.
 
@@ -75,7 +68,7 @@ def check_pair(value, what, label):
     from a JSON description as lists.
     """
     pair = tuple(value) if isinstance(value, (list, tuple)) else (value, value)
-    if len(pair) != 2 or not all(_is_int(v) and v >= 1 for v in pair):
+    if len(pair) != 2 or not all(is_int(v) and v >= 1 for v in pair):
         raise LayerValidationError(
             f"Layer {label}: {what} must be a positive int or a pair (rows, columns) of "
             f"positive ints, got {value!r}"
@@ -85,7 +78,7 @@ def check_pair(value, what, label):
 
 def check_padding(value, label):
     """Return ``value`` as an int if it is a non-negative integer, else raise."""
-    if not _is_int(value) or value < 0:
+    if not is_int(value) or value < 0:
         raise LayerValidationError(
             f"Layer {label}: padding must be a non-negative int (pixels on every side), "
             f"got {value!r}"

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import numbers
 from collections import OrderedDict
 
-from brainstorm.layers._layer_checks import layer_label
+from brainstorm.layers._layer_checks import check_positive_int, layer_label
 from brainstorm.layers._recurrent import check_size
 from brainstorm.layers.base_layer import Layer
 from brainstorm.structure.buffer_structure import BufferStructure, StructureTemplate
 from brainstorm.structure.construction import ConstructionWrapper
-from brainstorm.utils import LayerValidationError, flatten_time
+from brainstorm.utils import flatten_time
 
 __all__ = ["Embedding", "EmbeddingLayerImpl"]
 
@@ -39,23 +38,11 @@ def Embedding(vocab_size, size, name=None):
         >>> inp >> Embedding(205, 64) >> Lstm(512) >> out
     """
     label = layer_label(name, "Embedding")
-    vocab_size = _check_vocab_size(vocab_size, label)
+    vocab_size = check_positive_int(vocab_size, "vocab_size", label)
     size = check_size(size, label)
     return ConstructionWrapper.create(
         EmbeddingLayerImpl, name=name, vocab_size=vocab_size, size=size
     )
-
-
-def _check_vocab_size(vocab_size, label):
-    if (
-        isinstance(vocab_size, bool)
-        or not isinstance(vocab_size, numbers.Integral)
-        or vocab_size < 1
-    ):
-        raise LayerValidationError(
-            f"Layer {label}: vocab_size must be a positive int, got {vocab_size!r}"
-        )
-    return int(vocab_size)
 
 
 class EmbeddingLayerImpl(Layer):
@@ -67,7 +54,7 @@ class EmbeddingLayerImpl(Layer):
 
     def setup(self, kwargs, in_shapes):
         label = layer_label(self.name, self.type_name)
-        self.vocab_size = _check_vocab_size(kwargs.get("vocab_size"), label)
+        self.vocab_size = check_positive_int(kwargs.get("vocab_size"), "vocab_size", label)
         self.size = check_size(kwargs.get("size"), label)
         outputs = OrderedDict(default=BufferStructure("T", "B", self.size))
         parameters = OrderedDict(W=BufferStructure(self.vocab_size, self.size))

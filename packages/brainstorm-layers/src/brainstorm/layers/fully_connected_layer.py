@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import numbers
 from collections import OrderedDict
 
-from brainstorm.layers._layer_checks import check_activation, layer_label
+from brainstorm.layers._layer_checks import check_activation, is_int, layer_label
 from brainstorm.layers.base_layer import Layer
 from brainstorm.structure.buffer_structure import BufferStructure, StructureTemplate
 from brainstorm.structure.construction import ConstructionWrapper
@@ -47,9 +46,7 @@ def _normalize_size(size, label):
     if size is None:
         return None
     shape = tuple(size) if isinstance(size, (list, tuple)) else (size,)
-    valid = bool(shape) and all(
-        isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 for s in shape
-    )
+    valid = bool(shape) and all(is_int(s) and s > 0 for s in shape)
     if not valid:
         raise LayerValidationError(
             f"Layer {label}: size must be a positive int or a tuple of positive ints, got {size!r}"
