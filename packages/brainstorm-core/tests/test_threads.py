@@ -155,6 +155,170 @@ def test_jobs_and_other_threads_compute_serially(team):
     assert other["a"] == other["b"] == other["me"]
 
 
+# --- deferred jobs ----------------------------------------------------------------
+
+
+def test_without_a_session_a_deferred_job_runs_at_once(team):
+    log = {}
+    team.defer(_where(log, "job"))
+    assert log == {"job": threading.get_ident()}
+    team.finish_deferred()  # nothing to do
+
+
+@needs_spin_locks
+def test_a_deferred_job_runs_on_the_helper_while_the_caller_goes_on(team):
+    started, release, log = threading.Event(), threading.Event(), {}
+
+    def job():
+        log["job"] = threading.get_ident()
+        started.set()
+        assert release.wait(10)
+
+    with team.session():
+        team.defer(job)
+        assert started.wait(10)  # on the helper: this thread was not held up
+        # the helper is busy: shared work runs here, all of it
+        team.run([_where(log, "first"), _where(log, "second")])
+        release.set()
+        team.finish_deferred()
+        assert log["first"] == log["second"] == threading.get_ident()
+        assert log["job"] != threading.get_ident()
+        team.run([_where(log, "again"), _where(log, "helper")])  # the helper is back
+    assert log["helper"] != threading.get_ident()
+
+
+@needs_spin_locks
+@pytest.mark.parametrize("jobs_per_lane", [1, 7])
+def test_jobs_of_one_lane_run_in_order_and_never_at_once(team, jobs_per_lane):
+    lock = threading.Lock()
+    running, order, overlaps, threads = {}, {}, [], set()
+
+    def job(lane, number):
+        def run():
+            with lock:
+                if running.get(lane):
+                    overlaps.append(lane)
+                running[lane] = True
+                threads.add(threading.get_ident())
+            threading.Event().wait(0.002)
+            with lock:
+                running[lane] = False
+                order.setdefault(lane, []).append(number)
+
+        return run
+
+    with team.session():
+        for number in range(jobs_per_lane):
+            for lane in ("a", "b", "c"):
+                team.defer(job(lane, number), lane=lane)
+        team.finish_deferred()
+        assert not team._later and team._drainer is None
+    assert overlaps == []
+    assert order == {lane: list(range(jobs_per_lane)) for lane in "abc"}
+
+
+@needs_spin_locks
+def test_deferred_jobs_compute_serially_wherever_they_run(team):
+    seen = []
+
+    def job():
+        seen.append(team.active)
+        team.run([_where({}, "a"), lambda: None])  # serially, not on a helper
+        team.defer(lambda: seen.append("nested"))  # at once
+
+    with team.session():
+        for lane in range(6):
+            team.defer(job, lane=lane)
+        team.finish_deferred()
+    assert seen.count(False) == 6 and seen.count("nested") == 6
+
+
+@needs_spin_locks
+def test_an_error_in_a_deferred_job_is_raised_by_finish_and_the_others_still_run(team):
+    done = []
+
+    def fails():
+        raise ZeroDivisionError("deferred")
+
+    with team.session():
+        team.defer(fails, lane=0)
+        for lane in (0, 1, 2):
+            team.defer(lambda lane=lane: done.append(lane), lane=lane)
+        with pytest.raises(ZeroDivisionError, match="deferred"):
+            team.finish_deferred()
+        assert sorted(done) == [0, 1, 2]
+        team.finish_deferred()  # raised once only
+        log = {}
+        team.run([_where(log, "first"), _where(log, "second")])  # still sound
+        assert log["second"] != threading.get_ident()
+
+
+@needs_spin_locks
+def test_the_end_of_a_session_finishes_deferred_jobs(team):
+    done = []
+    with team.session():
+        for number in range(5):
+            team.defer(lambda number=number: done.append(number), lane="one")
+    assert done == [0, 1, 2, 3, 4]
+    with pytest.raises(KeyError):
+        with team.session():
+            team.defer(lambda: {}["missing"])
+    # an error of the session's own comes first; the jobs still ran
+    with pytest.raises(RuntimeError, match="body"):
+        with team.session():
+            team.defer(lambda: {}["missing"])
+            team.defer(lambda: done.append("ran"))
+            raise RuntimeError("body")
+    assert done[-1] == "ran"
+    with team.session():  # and the team works on
+        log = {}
+        team.run([_where(log, "first"), _where(log, "second")])
+        assert log["second"] != threading.get_ident()
+
+
+def test_another_thread_does_not_finish_the_owners_jobs(team):
+    if team.size < 2 or _threads._spin_functions() is None:
+        pytest.skip("no helpers here")
+    release, done = threading.Event(), []
+
+    def job():
+        assert release.wait(10)
+        done.append("job")
+
+    def other():
+        team.finish_deferred()  # not this thread's session: returns at once
+        done.append("other")
+
+    with team.session():
+        team.defer(job)
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join(10)
+        assert done == ["other"]
+        release.set()
+        team.finish_deferred()
+    assert done == ["other", "job"]
+
+
+@needs_spin_locks
+def test_deferred_products_of_the_handler_agree_with_numpy_and_keep_their_scratch_apart():
+    # the handler's kept scratch arrays (e.g. of transposed products) are per thread
+    # (a few rows times a transposed matrix: computed the other way round in one)
+    h = NumpyHandler(np.float64)
+    rng = np.random.RandomState(3)
+    a, w = rng.randn(50, 300), rng.randn(900, 300)
+    outs = [np.zeros((50, 900)) for _ in range(40)]
+    mine = [np.zeros((50, 900)) for _ in range(40)]
+    with h.session():
+        for i, out in enumerate(outs):
+            h.defer(lambda out=out: h.dot_mm(a, w, out, transb=True), lane=i % 2)
+        for out in mine:
+            h.dot_mm(a, w, out, transb=True)
+        h.finish_deferred()
+    for out in [*outs, *mine]:
+        np.testing.assert_allclose(out, a @ w.T, rtol=1e-12)
+
+
 def test_too_many_jobs_are_refused(team):
     if team.size < 2:
         pytest.skip("no helpers here")

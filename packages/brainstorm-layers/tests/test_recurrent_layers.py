@@ -723,3 +723,82 @@ def test_large_lstm_steps_shared_between_threads_match_the_reference(type_name, 
     net.backward_pass()
     again = net.handler.get_numpy_copy(net.buffer.gradients)
     np.testing.assert_allclose(again, gradients, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("type_name", ["Lstm", "ClockworkLstm"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("T", [1, 2, 7])
+def test_gradients_handed_over_in_blocks_of_steps_equal_those_computed_at_the_end(
+    type_name, reverse, T, monkeypatch
+):
+    # the Lstm defers its weight and recurrent gradients in blocks of steps (see
+    # Handler.defer), run by a helper thread of the NumpyHandler's session: blocks
+    # of 2 steps (and a partial one) against all steps at once, from a context,
+    # with a mask and with the input deltas
+    from brainstorm.layers import lstm_layer
+
+    inits = {"timing": [1.0, 2.0, 3.0, 1.0, 2.0]} if "Clockwork" in type_name else {}
+    inp = bs.layers.Input({"default": ("T", "B", 4), "mask": ("T", "B", 1)})
+    layer = RECURRENT[type_name](5, reverse=reverse)
+    inp >> layer
+    inp - "mask" >> "mask" - layer
+    net = bs.Network.from_layer(layer, handler=NumpyHandler(np.float64, seed=4))
+    name = layer.layer.name
+    spec = {"default": bs.initializers.Gaussian(0.5)}
+    if inits:
+        spec[name] = dict(inits, default=bs.initializers.Gaussian(0.5))
+    net.initialize(spec, seed=4)
+    rng = np.random.RandomState(6)
+    run(net, name, {"default": rng.randn(3, 6, 4), "mask": np.ones((3, 6, 1))})
+    context = net.get_context()
+    data = {"default": rng.randn(T, 6, 4), "mask": random_mask((T, 6, 1), rng)}
+    deltas = rng.randn(T, 6, 5)
+
+    def gradients(block):
+        monkeypatch.setattr(lstm_layer, "_GRADIENT_BLOCK", block)
+        net.provide_external_data(data)
+        net.forward_pass(training_pass=True, context=context)
+        net.buffer_manager.clear_backward_buffers()
+        buffers = net.buffer[name]
+        net.handler.set_from_numpy(buffers.output_deltas.default[:T], deltas)
+        with net.handler.session():  # (as in Network.backward_pass)
+            net.layers[name].backward_pass(buffers)
+        return (
+            net.handler.get_numpy_copy(net.buffer.gradients),
+            net.get("Input.output_deltas.default"),
+        )
+
+    expected, expected_deltas = gradients(0)
+    assert np.abs(expected).max() > 0.01
+    for block in (2, 3):
+        got, got_deltas = gradients(block)
+        np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(got_deltas, expected_deltas, rtol=1e-10, atol=1e-12)
+
+
+def test_deferred_lstm_work_gives_bit_identical_results_on_every_run():
+    # which thread computes a deferred job, and whether a per-step product is
+    # shared or runs whole while the helper is busy, depends on timing: the
+    # results must not
+    inp = bs.layers.Input({"default": ("T", "B", 30)})
+    layer = Lstm(192)  # (per-step products large enough to be shared)
+    inp >> layer
+    net = bs.Network.from_layer(layer, handler=NumpyHandler(np.float32, seed=2))
+    net.initialize(bs.initializers.Gaussian(0.3), seed=2)
+    rng = np.random.RandomState(7)
+    net.provide_external_data({"default": rng.randn(25, 16, 30).astype(np.float32)})
+    deltas = rng.randn(25, 16, 192).astype(np.float32)
+    results = []
+    for _ in range(6):
+        with net.handler.session():
+            net.forward_pass(training_pass=True)
+            net.buffer_manager.clear_backward_buffers()
+            buffers = net.buffer[layer.layer.name]
+            net.handler.set_from_numpy(buffers.output_deltas.default[:25], deltas)
+            net.layers[layer.layer.name].backward_pass(buffers)
+        results.append(
+            (net.get(f"{layer.layer.name}.outputs.default"), net.get("gradients"))
+        )
+    for outputs, gradients in results[1:]:
+        np.testing.assert_array_equal(outputs, results[0][0])
+        np.testing.assert_array_equal(gradients, results[0][1])

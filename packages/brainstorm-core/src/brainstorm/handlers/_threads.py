@@ -39,6 +39,7 @@ uses ``n`` threads (default: the number of CPUs this process may use).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import ctypes.util
@@ -223,7 +224,17 @@ class Team:
         self._running = False  # inside run(): nested calls compute serially
         self._awake = False  # whether the helpers spin (this session ran work on them)
         self._guard = threading.Lock()
+        self._reset_later()
         _teams.add(self)
+
+    def _reset_later(self):
+        """No deferred work (see :meth:`defer`)."""
+        self._later = collections.deque()  # (lane, job) not started yet
+        self._later_lock = threading.Lock()
+        self._busy_lanes = set()  # lanes of the deferred jobs running now
+        self._later_error = None  # the first error of a deferred job
+        self._drainer = None  # the helper working through the deferred jobs
+        self._drain_over = False  # set by the drainer when it found nothing to do
 
     def __repr__(self):
         return f"Team(size={self.size})"
@@ -268,11 +279,24 @@ class Team:
                     self._pid = os.getpid()
                 self._owner, self._depth = me, 1
                 self._awake = False  # the helpers are woken by the first run()
+                failed = False
                 try:
                     if on_open is not None:
                         on_open()
                     yield self
+                except BaseException:
+                    failed = True
+                    raise
                 finally:
+                    # deferred jobs left over (a pass that failed halfway, say) run
+                    # now: none may outlive the session
+                    late_error = None
+                    try:
+                        if self._pid == os.getpid():
+                            self.finish_deferred()
+                    except BaseException as error:
+                        late_error = None if failed else error
+                    self._reset_later()
                     self._depth = 0
                     self._owner = None
                     if self._awake and self._pid == os.getpid():
@@ -283,6 +307,8 @@ class Team:
                     self._awake = False
                     if on_close is not None:
                         on_close()
+                    if late_error is not None:
+                        raise late_error
             finally:
                 guard.release()
 
@@ -295,6 +321,132 @@ class Team:
         self._running = False
         self._awake = False
         self._guard = threading.Lock()
+        self._reset_later()
+
+    def _wake(self):
+        """Let the helpers spin (the first shared work of this session)."""
+        if not self._awake:
+            for helper in self._helpers:
+                helper.job = None
+                helper.wake.release()
+            self._awake = True
+
+    # -- deferred work: jobs a helper runs while the caller goes on -------------------
+
+    def defer(self, job, lane=None):
+        """Run ``job()`` on a helper while this thread goes on (see :meth:`finish_deferred`).
+
+        In an open session of this thread, the job is queued and the last
+        helper works through the queue whenever it is not needed otherwise:
+        :meth:`run` then shares its work between the other threads (or runs it
+        all here), so the work of both goes on at once. Elsewhere (no session,
+        within a job, no helpers) the job runs here and now.
+
+        Jobs of one ``lane`` (any hashable; None: a lane of its own) run in
+        the order they were deferred and never at the same time; jobs of
+        different lanes may. The work inside a job runs on one thread (its
+        handler operations do not share it), wherever it runs, so that its
+        results never depend on which thread took it. A job must write only
+        what nothing reads or writes before :meth:`finish_deferred` (save
+        later jobs of its lane).
+        """
+        if not self.active or not self._helpers:
+            job()
+            return
+        with self._later_lock:
+            self._later.append((object() if lane is None else lane, job))
+        self._start_drainer()
+
+    def finish_deferred(self):
+        """Wait until every deferred job has run, taking a share of them here.
+
+        Re-raises the first exception raised by a deferred job (the others
+        still ran).
+        """
+        if not self.active:  # (another thread's session, or within a job)
+            return
+        if self._drainer is None and not self._later:
+            self._raise_later_error()
+            return
+        running, self._running = self._running, True  # jobs here run on one thread
+        try:
+            while True:
+                with self._later_lock:
+                    item = self._pick_later()
+                if item is not None:
+                    if self._helpers:
+                        self._running = False
+                        self._start_drainer()  # the helper takes the next one
+                        self._running = True
+                    self._run_later(item)
+                elif self._drainer is not None:
+                    # what is left is in the lane of the drainer's job: it runs it all
+                    self._collect_drainer(wait=True)
+                else:
+                    break
+        finally:
+            self._running = running
+        self._raise_later_error()
+
+    def _raise_later_error(self):
+        error, self._later_error = self._later_error, None
+        if error is not None:
+            raise error
+
+    def _pick_later(self):
+        """The first queued job whose lane is free, marked busy, or None (holding the lock)."""
+        for index, (lane, job) in enumerate(self._later):
+            if lane not in self._busy_lanes:
+                del self._later[index]
+                self._busy_lanes.add(lane)
+                return lane, job
+        return None
+
+    def _run_later(self, item):
+        lane, job = item
+        try:
+            job()
+        except BaseException as error:
+            with self._later_lock:
+                self._later_error = self._later_error or error
+        finally:
+            with self._later_lock:
+                self._busy_lanes.discard(lane)
+
+    def _drain(self):
+        """On the drainer: run queued jobs until none is free to run."""
+        while True:
+            with self._later_lock:
+                item = self._pick_later()
+                if item is None:
+                    self._drain_over = True
+                    return
+            self._run_later(item)
+
+    def _collect_drainer(self, wait=False):
+        """Take the drainer back once it is done (``wait``: until it is); True if free."""
+        helper = self._drainer
+        if helper is None:
+            return True
+        if not (wait or self._drain_over):
+            return False
+        error = helper.wait()
+        if error is not None:
+            self._later_error = self._later_error or error
+        self._drainer = None
+        return True
+
+    def _start_drainer(self):
+        """Set the last helper to the queue unless it is at it already."""
+        if not self.active or not self._collect_drainer():
+            return
+        with self._later_lock:
+            if not self._later:
+                return
+            self._drain_over = False
+        self._wake()
+        self._drainer = self._helpers[-1]
+        self._drainer.start(self._drain)
 
     def run(self, jobs):
         """Run the callables ``jobs``: ``jobs[0]`` here, the others on helpers.
@@ -311,22 +463,22 @@ class Team:
             return
         if len(jobs) > self.size:
             raise ValueError(f"Team.run: {len(jobs)} jobs for a team of {self.size}")
-        if not self._awake:  # the first shared work of this session
-            for helper in self._helpers:
-                helper.job = None
-                helper.wake.release()
-            self._awake = True
+        self._wake()
+        self._collect_drainer()
+        helpers = [helper for helper in self._helpers if helper is not self._drainer]
         self._running = True
         started = []
         try:
-            for helper, job in zip(self._helpers, jobs[1:]):
+            for helper, job in zip(helpers, jobs[1:]):
                 helper.start(job)
                 started.append(helper)
             error = None
-            try:
-                jobs[0]()
-            except BaseException as raised:
-                error = raised
+            # jobs[0], and those no free helper took (one is at the deferred jobs)
+            for job in [jobs[0], *jobs[1 + len(started) :]]:
+                try:
+                    job()
+                except BaseException as raised:
+                    error = error or raised
             for helper in started:
                 failed = helper.wait()
                 error = error or failed
@@ -334,6 +486,8 @@ class Team:
                 raise error
         finally:
             self._running = False
+        if self._later:
+            self._start_drainer()
 
 
 _teams = weakref.WeakSet()

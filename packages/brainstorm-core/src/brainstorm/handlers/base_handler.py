@@ -690,6 +690,37 @@ class Handler(Describable):
         """
         return contextlib.nullcontext(self)
 
+    def defer(self, job, lane=None):
+        """Run ``job()``, a function of handler operations, now or alongside what follows.
+
+        A layer hands over work whose results it needs only later (the
+        recurrent layers: the weight gradients of the time steps done so far,
+        while the recurrence goes on), then calls :meth:`finish_deferred`
+        before it reads them. The NumpyHandler runs such jobs on a thread of
+        its session that would otherwise wait (see :doc:`/performance`); the
+        generic implementation runs the job at once.
+
+        Jobs of one ``lane`` (any hashable; None: a lane of its own) run in
+        the order they were deferred and one at a time; jobs of different
+        lanes may run at the same time. Until :meth:`finish_deferred`, a job
+        may write only what nothing else reads or writes (save later jobs of
+        its lane), and it must not draw random numbers. An exception raised
+        by a job is raised by :meth:`finish_deferred` (or at the end of the
+        session).
+
+        Args:
+            job: a callable without arguments.
+            lane: the job's lane.
+        """
+        job()
+
+    def finish_deferred(self):
+        """Return once every job passed to :meth:`defer` has run.
+
+        Raises:
+            Exception: the first exception raised by a deferred job.
+        """
+
     def prepare_matrix(self, m, transpose=False):
         """Make a matrix ready to be the right operand of many :meth:`dot_add_blocks`.
 

@@ -673,6 +673,21 @@ class DebugHandler(Handler):
     def session(self):
         return self.handler.session()
 
+    def defer(self, job, lane=None):
+        # at once, here: the checks of the job's ops then report in order
+        if not callable(job):
+            raise TypeError(f"DebugHandler.defer: job must be callable, got {type(job).__name__}")
+        try:
+            hash(lane)
+        except TypeError:
+            raise TypeError(
+                f"DebugHandler.defer: lane must be hashable, got {type(lane).__name__}"
+            ) from None
+        job()
+
+    def finish_deferred(self):
+        self.handler.finish_deferred()
+
     # ------------------------------------------------------------ activations
 
     def _activation(self, op, x, y):

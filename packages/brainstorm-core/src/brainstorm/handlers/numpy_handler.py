@@ -11,6 +11,7 @@ vectorized over a chunk of images, the output pixels and the channels.
 from __future__ import annotations
 
 import functools
+import threading
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -335,7 +336,9 @@ class NumpyHandler(Handler):
         """An array kept by the handler between calls: ``make()`` the first time a
         ``(kind, key)`` is asked for (fresh multi-MB arrays on every call would cost
         their pages each time). At most :data:`_KEPT_PER_KIND` arrays of a kind."""
-        cache = self.__dict__.setdefault("_kept_arrays", {}).setdefault(kind, {})
+        # (one store per thread: deferred jobs run on another thread at the same time)
+        kept = self.__dict__.setdefault("_kept_arrays", {})
+        cache = kept.setdefault(threading.get_ident(), {}).setdefault(kind, {})
         array = cache.get(key)
         if array is None:
             if len(cache) >= _KEPT_PER_KIND:
@@ -382,6 +385,19 @@ class NumpyHandler(Handler):
             out += self._transposed_product(a, b).T
         elif not _blas.gemm(a, b, out, beta=1.0):  # accumulates without a temporary
             out += np.dot(a, b)
+
+    def defer(self, job, lane=None):
+        # in a session: queued for a helper thread (see brainstorm.handlers._threads)
+        team = _active_team()
+        if team is None:
+            job()
+        else:
+            team.defer(job, lane)
+
+    def finish_deferred(self):
+        team = _threads.team()
+        if team is not None:
+            team.finish_deferred()
 
     def prepare_matrix(self, m, transpose=False):
         # packed for the BLAS kernel on first use (see brainstorm.handlers._packed)

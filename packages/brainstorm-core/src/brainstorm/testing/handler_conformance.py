@@ -837,6 +837,50 @@ def _block_product_cases():
     ]
 
 
+def _deferred_products(h, a, b, out0, out1, out2, in_session):
+    """Two jobs in one lane and one in another, and a product of the caller's meanwhile."""
+
+    def work():
+        h.defer(lambda: h.dot_add_mm(a, b, out0), lane="first")
+        h.defer(lambda: h.dot_add_mm(a, b, out1), lane="second")
+        h.defer(lambda: h.dot_add_mm(a, b, out0), lane="first")
+        h.dot_add_mm(a, b, out2)  # (split between threads where a handler does that)
+        h.finish_deferred()
+
+    if in_session:
+        with h.session():
+            work()
+    else:
+        work()
+
+
+def _deferred_cases():
+    arrays = {
+        "a": ((200, 150), _normal),
+        "b": ((150, 400), _normal),
+        **{f"out{i}": ((200, 400), _normal) for i in range(3)},
+    }
+    return [
+        _case(
+            f"{op}[{where}]",
+            op,
+            arrays,
+            lambda h, a, b, out0, out1, out2, s=in_session: _deferred_products(
+                h, a, b, out0, out1, out2, s
+            ),
+            lambda a, b, out0, out1, out2: {
+                "out0": out0 + 2 * (a @ b),
+                "out1": out1 + a @ b,
+                "out2": out2 + a @ b,
+            },
+        )
+        for op, where, in_session in (
+            ("defer", "in a session", True),
+            ("finish_deferred", "without a session", False),
+        )
+    ]
+
+
 def _dot_in_session(h, a, b, out):
     with h.session():
         h.dot_add_mm(a, b, out)
@@ -1153,6 +1197,7 @@ CONFORMANCE_CASES = (
     + _structure_cases()
     + _dot_cases()
     + _block_product_cases()
+    + _deferred_cases()
     + _activation_cases()
     + _image_cases()
     + _random_cases()

@@ -194,7 +194,7 @@ class RecurrentLayerBase(Layer):
         _h.broadcast_t(b.reshape((1, W.shape[0])), 0, flat_G)
         _h.dot_add_mm(flatten_time_and_features(buffers.inputs.default), W, flat_G, transb=True)
 
-    def project_inputs_into_blocks(self, buffers, W, biases, blocks):
+    def project_inputs_into_blocks(self, buffers, W, biases, blocks, time=None, prepared=None):
         """``blocks[j][t] = x[t] @ W_j^T + biases[j]`` for all time steps, in one product.
 
         One product with the stacked weights instead of one per block: the
@@ -207,13 +207,19 @@ class RecurrentLayerBase(Layer):
                 parameters).
             biases: the ``(S_j,)`` biases, one per block.
             blocks: time-ordered ``(T, B, S_j)`` pre-activations (written).
+            time: a slice of the time steps to project (default: all).
+            prepared: ``W`` prepared by ``handler.prepare_matrix(W, transpose=True)``,
+                to be reused for several slices of time (default: prepared here).
         """
         _h = self.handler
-        outs = [flatten_time(block) for block in blocks]
+        time = slice(None) if time is None else time
+        outs = [flatten_time(block[time]) for block in blocks]
         for out, bias in zip(outs, biases):
             _h.broadcast_t(bias.reshape((1, out.shape[1])), 0, out)
-        prepared = _h.prepare_matrix(W, transpose=True)
-        _h.dot_add_blocks([flatten_time_and_features(buffers.inputs.default)], prepared, outs)
+        if prepared is None:
+            prepared = _h.prepare_matrix(W, transpose=True)
+        x = flatten_time_and_features(buffers.inputs.default[time])
+        _h.dot_add_blocks([x], prepared, outs)
 
     def project_inputs_backward(self, buffers, dG, W, dW, db):
         """The backward pass of :meth:`project_inputs` for all time steps at once.
@@ -343,6 +349,33 @@ class Steps:
             return slice(0, T - 1), slice(1, T), T - 1
         return slice(1, T), slice(0, T - 1), 0
 
+    def add_recurrent_gradient(self, handler, deltas, dR, lo, hi, overwrite=False, name="default"):
+        """``dR += sum_t deltas[t]^T @ state_before(t)`` over the steps ``lo <= t < hi``.
+
+        Args:
+            handler: the handler.
+            deltas: time-ordered ``(T, B, G*S)`` deltas of the recurrent products.
+            dR: ``(G*S, S)`` gradient (added to; ``overwrite``: written).
+            lo, hi: the steps, in time order.
+            overwrite: write ``dR`` instead of adding to it.
+            name: the state the products were taken of.
+        """
+        state = self.state(name)
+        if self.reverse:  # step t starts from t + 1, the last step from the context
+            inner = slice(lo, min(hi, self.T - 1))
+            before = slice(lo + 1, inner.stop + 1)
+            edge = self.T - 1 if hi == self.T else None
+        else:
+            inner = slice(max(lo, 1), hi)
+            before = slice(inner.start - 1, hi - 1)
+            edge = 0 if lo == 0 else None
+        product = handler.dot_mm if overwrite else handler.dot_add_mm
+        if inner.stop > inner.start:
+            product(flatten_time(deltas[inner]), flatten_time(state[before]), dR, transa=True)
+            product = handler.dot_add_mm
+        if edge is not None:
+            product(deltas[edge], self.context(name), dR, transa=True)
+
     def set_recurrent_gradient(self, handler, deltas, dR, name="default"):
         """``dR = sum_t deltas[t]^T @ state_before(t)`` (overwrites ``dR``).
 
@@ -352,15 +385,7 @@ class Steps:
             dR: ``(G*S, S)`` gradient (written).
             name: the state the products were taken of.
         """
-        current, previous, first = self.split()
-        state = self.state(name)
-        if current is None:
-            handler.dot_mm(deltas[first], self.context(name), dR, transa=True)
-            return
-        handler.dot_mm(
-            flatten_time(deltas[current]), flatten_time(state[previous]), dR, transa=True
-        )
-        handler.dot_add_mm(deltas[first], self.context(name), dR, transa=True)
+        self.add_recurrent_gradient(handler, deltas, dR, 0, self.T, overwrite=True, name=name)
 
 
 class Clock:
