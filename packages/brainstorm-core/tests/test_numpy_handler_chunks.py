@@ -64,12 +64,15 @@ GROUP_SHAPES = [
 
 @pytest.mark.parametrize("shapes", GROUP_SHAPES, ids=lambda s: "x".join(map(str, s[0])))
 @pytest.mark.parametrize("tiny", [False, True], ids=["", "tiny-chunks"])
-def test_convolutions_with_pixel_groups_match_the_naive_reference(shapes, tiny, monkeypatch):
+@pytest.mark.parametrize("ones", [True, False], ids=["bias-column", "bias-sums"])
+def test_convolutions_with_pixel_groups_match_the_naive_reference(shapes, tiny, ones, monkeypatch):
     from brainstorm.testing.handler_conformance import (
         reference_conv2d_backward,
         reference_conv2d_forward,
     )
 
+    # the bias gradient from a column of ones in the weight gradient's product, or not
+    monkeypatch.setattr(module, "_BIAS_COLUMN_MAX", 10**6 if ones else 0)
     if tiny:
         monkeypatch.setattr(module, "_COLUMNS_PER_CHUNK", 1)
     (n, h, w, c), (f, kh, kw), pad = shapes

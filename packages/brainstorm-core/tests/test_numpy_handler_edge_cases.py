@@ -140,3 +140,20 @@ def test_empty_batches_and_classes():
     out = np.ones((3, 0), np.float32)
     h.softmax_m(np.zeros((3, 0), np.float32), out)
     assert out.shape == (3, 0)
+
+
+@pytest.mark.parametrize("clip", [True, False], ids=["clip", "maximum"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rel_of_large_arrays_either_way_is_the_maximum_with_zero(clip, dtype, monkeypatch):
+    import brainstorm.handlers.numpy_handler as numpy_handler
+
+    monkeypatch.setattr(numpy_handler, "_CLIP_IS_FAST", clip)
+    rng = np.random.RandomState(4)
+    x = rng.randn(300, 300).astype(dtype)
+    x.flat[:6] = [np.nan, np.inf, -np.inf, 0.0, -0.0, -1e-30]
+    y = np.full_like(x, 7.0)
+    h = NumpyHandler(dtype)
+    h.rel(x, y)
+    np.testing.assert_array_equal(y, np.maximum(x, 0))  # (NaN where x is NaN)
+    h.rel(x, x)  # in place
+    np.testing.assert_array_equal(x, y)

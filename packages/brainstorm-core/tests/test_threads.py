@@ -158,6 +158,41 @@ def test_jobs_and_other_threads_compute_serially(team):
 # --- deferred jobs ----------------------------------------------------------------
 
 
+def _wake(team):
+    """Shared work: from now on the helpers spin, and deferred jobs go to one."""
+    team.run([lambda: None, lambda: None])
+    assert team._awake
+
+
+@needs_spin_locks
+def test_a_job_deferred_before_any_shared_work_runs_here_on_one_thread(team):
+    # a small network never wakes the helpers: its jobs run at once, serially
+    seen = {}
+
+    def job():
+        seen["thread"] = threading.get_ident()
+        seen["active"] = team.active
+
+    with team.session():
+        team.defer(job)
+        assert seen == {"thread": threading.get_ident(), "active": False}
+        assert not team._awake and team.active
+
+
+def test_a_lane_must_be_hashable(team):
+    with pytest.raises(TypeError, match="lane must be hashable, got list"):
+        team.defer(lambda: None, lane=[1, 2])
+    if team.size > 1 and _threads._spin_functions() is not None:
+        with team.session():
+            _wake(team)
+            with pytest.raises(TypeError, match="hashable"):
+                team.defer(lambda: None, lane=np.zeros(2))
+            team.finish_deferred()
+            log = {}
+            team.run([_where(log, "first"), _where(log, "second")])
+            assert log["second"] != threading.get_ident()
+
+
 def test_without_a_session_a_deferred_job_runs_at_once(team):
     log = {}
     team.defer(_where(log, "job"))
@@ -175,6 +210,7 @@ def test_a_deferred_job_runs_on_the_helper_while_the_caller_goes_on(team):
         assert release.wait(10)
 
     with team.session():
+        _wake(team)
         team.defer(job)
         assert started.wait(10)  # on the helper: this thread was not held up
         # the helper is busy: shared work runs here, all of it
@@ -208,6 +244,7 @@ def test_jobs_of_one_lane_run_in_order_and_never_at_once(team, jobs_per_lane):
         return run
 
     with team.session():
+        _wake(team)
         for number in range(jobs_per_lane):
             for lane in ("a", "b", "c"):
                 team.defer(job(lane, number), lane=lane)
@@ -227,6 +264,7 @@ def test_deferred_jobs_compute_serially_wherever_they_run(team):
         team.defer(lambda: seen.append("nested"))  # at once
 
     with team.session():
+        _wake(team)
         for lane in range(6):
             team.defer(job, lane=lane)
         team.finish_deferred()
@@ -241,6 +279,7 @@ def test_an_error_in_a_deferred_job_is_raised_by_finish_and_the_others_still_run
         raise ZeroDivisionError("deferred")
 
     with team.session():
+        _wake(team)
         team.defer(fails, lane=0)
         for lane in (0, 1, 2):
             team.defer(lambda lane=lane: done.append(lane), lane=lane)
@@ -257,15 +296,18 @@ def test_an_error_in_a_deferred_job_is_raised_by_finish_and_the_others_still_run
 def test_the_end_of_a_session_finishes_deferred_jobs(team):
     done = []
     with team.session():
+        _wake(team)
         for number in range(5):
             team.defer(lambda number=number: done.append(number), lane="one")
     assert done == [0, 1, 2, 3, 4]
     with pytest.raises(KeyError):
         with team.session():
+            _wake(team)
             team.defer(lambda: {}["missing"])
     # an error of the session's own comes first; the jobs still ran
     with pytest.raises(RuntimeError, match="body"):
         with team.session():
+            _wake(team)
             team.defer(lambda: {}["missing"])
             team.defer(lambda: done.append("ran"))
             raise RuntimeError("body")
@@ -290,6 +332,7 @@ def test_another_thread_does_not_finish_the_owners_jobs(team):
         done.append("other")
 
     with team.session():
+        _wake(team)
         team.defer(job)
         thread = threading.Thread(target=other)
         thread.start()
@@ -310,6 +353,7 @@ def test_deferred_products_of_the_handler_agree_with_numpy_and_keep_their_scratc
     outs = [np.zeros((50, 900)) for _ in range(40)]
     mine = [np.zeros((50, 900)) for _ in range(40)]
     with h.session():
+        _wake(_threads.team())
         for i, out in enumerate(outs):
             h.defer(lambda out=out: h.dot_mm(a, w, out, transb=True), lane=i % 2)
         for out in mine:
@@ -924,3 +968,55 @@ def test_packed_routines_of_an_unchecked_cpu_are_not_used():
     env = dict(os.environ, OPENBLAS_CORETYPE="SandyBridge")
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_threads_asking_for_the_kernels_at_once_wait_for_the_one_loading_them(monkeypatch):
+    # (a deferred job's first packed product may come while the caller loads them)
+    import time
+
+    expected = _packed.kernels_for(np.float32)
+    if expected is None:
+        pytest.skip("OpenBLAS's packing routines and kernels are not usable here")
+    fresh = {"loaded": False, "kernels": {}, "lock": threading.RLock()}
+    monkeypatch.setattr(_packed, "_state", fresh)
+    slow_width = _packed._panel_width
+
+    def panel_width(*args, **kwargs):
+        time.sleep(0.05)  # the window in which the other thread asks
+        return slow_width(*args, **kwargs)
+
+    monkeypatch.setattr(_packed, "_panel_width", panel_width)
+    found = {}
+
+    def ask(name):
+        found[name] = _packed.kernels_for(np.float32)
+
+    threads = [threading.Thread(target=ask, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.01)
+    for thread in threads:
+        thread.join(30)
+    assert found["a"] is not None and found["b"] is found["a"]
+
+
+@needs_spin_locks
+def test_the_debug_handler_passes_deferred_jobs_on_to_the_handler_it_wraps():
+    # so that its results stay those of the wrapped handler (a job runs on one thread)
+    from brainstorm.handlers import DebugHandler
+
+    inner = NumpyHandler(np.float32)
+    h = DebugHandler(inner)
+    seen = {}
+
+    def job():
+        seen["thread"] = threading.get_ident()
+        seen["active"] = _threads.team().active
+
+    with inner.session():
+        _wake(_threads.team())
+        h.defer(job, lane="x")
+        h.finish_deferred()
+    assert seen["active"] is False
+    with pytest.raises(TypeError, match="lane must be hashable"):
+        h.defer(job, lane={})

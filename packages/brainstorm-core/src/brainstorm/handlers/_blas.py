@@ -23,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import glob
 import os
+import threading
 
 import numpy as np
 
@@ -33,6 +34,7 @@ __all__ = [
     "gemm",
     "gemm_accepts",
     "library",
+    "load_once",
     "openblas_function",
     "set_threads",
     "threads_adjustable",
@@ -48,7 +50,7 @@ _FLAVOURS = (
     ("cblas_", "", ctypes.c_int32),
 )
 
-_state = {"loaded": False, "gemm": {}, "axpy": {}, "library": None}
+_state = {"loaded": False, "gemm": {}, "axpy": {}, "library": None, "lock": threading.RLock()}
 
 
 def _library_paths():
@@ -85,8 +87,29 @@ def _bind(lib, prefix, suffix, integer):
     return functions
 
 
+def load_once(state, load):
+    """Run ``load()`` once for ``state`` (a dict: ``'loaded'`` says it ran, ``'lock'`` an RLock).
+
+    Another thread (a deferred job on a helper, say) waits until it is done
+    instead of finding the result half made; calls from within ``load`` itself
+    return at once.
+    """
+    with state["lock"]:
+        if state["loaded"] or state.get("loading"):
+            return
+        state["loading"] = True
+        try:
+            load()
+        finally:
+            state["loading"] = False
+            state["loaded"] = True
+
+
+def _ensure_loaded():
+    load_once(_state, _load)
+
+
 def _load():
-    _state["loaded"] = True
     if os.environ.get("BRAINSTORM_NUMPY_BLAS", "1").strip() == "0":
         return
     for path in _library_paths():
@@ -113,7 +136,7 @@ def library():
     """``(ctypes library, (prefix, suffix, integer type))`` of the BLAS that passed
     its check, or None (see :func:`available`)."""
     if not _state["loaded"]:
-        _load()
+        _ensure_loaded()
     return _state["library"]
 
 
@@ -177,7 +200,7 @@ def _self_test():
 def available():
     """Whether NumPy's own BLAS could be found and passed its check."""
     if not _state["loaded"]:
-        _load()
+        _ensure_loaded()
     return bool(_state["gemm"])
 
 
@@ -214,7 +237,7 @@ def _gemm_plan(a, b, out):
     """The BLAS function and arguments for ``out = alpha * a @ b + beta * out``
     (alpha and beta left out), or None if the arrays do not qualify."""
     if not _state["loaded"]:
-        _load()
+        _ensure_loaded()
     function = _state["gemm"].get(out.dtype) if isinstance(out, np.ndarray) else None
     if function is None or not _usable(a, b, out) or not out.flags.writeable:
         return None
@@ -272,7 +295,7 @@ def gemm(a, b, out, alpha=1.0, beta=0.0):
 def axpy_accepts(x, y):
     """Whether :func:`axpy` can take these arrays (it would not return False)."""
     if not _state["loaded"]:
-        _load()
+        _ensure_loaded()
     function = _state["axpy"].get(y.dtype) if isinstance(y, np.ndarray) else None
     return not (
         function is None

@@ -56,7 +56,7 @@ _KNOWN_CORES = frozenset({"SKYLAKEX", "COOPERLAKE", "SAPPHIRERAPIDS", "HASWELL",
 _ALIGNMENT = 64
 #: Below this many floating point operations a product stays on one thread.
 PARALLEL_FLOPS = 4e6
-_state = {"loaded": False, "kernels": {}}
+_state = {"loaded": False, "kernels": {}, "lock": threading.RLock()}
 
 
 class _Kernels:
@@ -96,8 +96,11 @@ def _bind(lib, kind, core, scalar):
     return functions
 
 
+def _ensure_loaded():
+    _blas.load_once(_state, _load)
+
+
 def _load():
-    _state["loaded"] = True
     found = _blas.library()
     if found is None or os.environ.get("BRAINSTORM_PACKED_GEMM", "1").strip() == "0":
         return
@@ -125,7 +128,7 @@ def _load():
 def kernels_for(dtype):
     """The checked routines of ``dtype`` (see :class:`_Kernels`), or None."""
     if not _state["loaded"]:
-        _load()
+        _ensure_loaded()
     return _state["kernels"].get(np.dtype(dtype))
 
 

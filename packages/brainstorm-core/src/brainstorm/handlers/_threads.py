@@ -336,11 +336,14 @@ class Team:
     def defer(self, job, lane=None):
         """Run ``job()`` on a helper while this thread goes on (see :meth:`finish_deferred`).
 
-        In an open session of this thread, the job is queued and the last
-        helper works through the queue whenever it is not needed otherwise:
-        :meth:`run` then shares its work between the other threads (or runs it
-        all here), so the work of both goes on at once. Elsewhere (no session,
-        within a job, no helpers) the job runs here and now.
+        In an open session of this thread whose helpers are awake (it had
+        shared work), the job is queued and the last helper works through
+        the queue whenever it is not needed otherwise: :meth:`run` then
+        shares its work between the other threads (or runs it all here), so
+        the work of both goes on at once. In a session whose helpers still
+        sleep (a small network), the job runs here and now, on this thread
+        alone; elsewhere (no session, within a job, another thread, no
+        helpers) it just runs here and now.
 
         Jobs of one ``lane`` (any hashable; None: a lane of its own) run in
         the order they were deferred and never at the same time; jobs of
@@ -348,14 +351,33 @@ class Team:
         handler operations do not share it), wherever it runs, so that its
         results never depend on which thread took it. A job must write only
         what nothing reads or writes before :meth:`finish_deferred` (save
-        later jobs of its lane).
+        later jobs of its lane). A job that defers a job runs that one at once.
+
+        Raises:
+            TypeError: ``lane`` is not hashable.
         """
+        try:
+            hash(lane)
+        except TypeError:
+            raise TypeError(
+                f"defer: the lane must be hashable, got {type(lane).__name__}"
+            ) from None
         if not self.active or not self._helpers:
             job()
-            return
-        with self._later_lock:
-            self._later.append((object() if lane is None else lane, job))
-        self._start_drainer()
+        elif not self._awake:
+            self._run_serially(job)
+        else:
+            with self._later_lock:
+                self._later.append((object() if lane is None else lane, job))
+            self._start_drainer()
+
+    def _run_serially(self, job):
+        """``job()`` here, its handler operations on this thread alone."""
+        running, self._running = self._running, True
+        try:
+            job()
+        finally:
+            self._running = running
 
     def finish_deferred(self):
         """Wait until every deferred job has run, taking a share of them here.
@@ -374,10 +396,9 @@ class Team:
                 with self._later_lock:
                     item = self._pick_later()
                 if item is not None:
-                    if self._helpers:
-                        self._running = False
-                        self._start_drainer()  # the helper takes the next one
-                        self._running = True
+                    self._running = False
+                    self._start_drainer()  # the helper takes the next one
+                    self._running = True
                     self._run_later(item)
                 elif self._drainer is not None:
                     # what is left is in the lane of the drainer's job: it runs it all
@@ -386,6 +407,7 @@ class Team:
                     break
         finally:
             self._running = running
+            self._collect_drainer(wait=True)
         self._raise_later_error()
 
     def _raise_later_error(self):
@@ -415,13 +437,17 @@ class Team:
 
     def _drain(self):
         """On the drainer: run queued jobs until none is free to run."""
-        while True:
-            with self._later_lock:
-                item = self._pick_later()
-                if item is None:
-                    self._drain_over = True
-                    return
-            self._run_later(item)
+        try:
+            while True:
+                with self._later_lock:
+                    item = self._pick_later()
+                    if item is None:  # (decided under the lock that defer() takes)
+                        self._drain_over = True
+                        return
+                self._run_later(item)
+        except BaseException:  # (never left unaccounted for)
+            self._drain_over = True
+            raise
 
     def _collect_drainer(self, wait=False):
         """Take the drainer back once it is done (``wait``: until it is); True if free."""

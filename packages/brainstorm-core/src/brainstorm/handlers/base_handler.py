@@ -704,9 +704,11 @@ class Handler(Describable):
         the order they were deferred and one at a time; jobs of different
         lanes may run at the same time. Until :meth:`finish_deferred`, a job
         may write only what nothing else reads or writes (save later jobs of
-        its lane), and it must not draw random numbers. An exception raised
-        by a job is raised by :meth:`finish_deferred` (or at the end of the
-        session).
+        its lane), and it must not draw random numbers; a job that defers a
+        job runs that one at once. An exception raised by a job that ran at
+        once comes from :meth:`defer` itself, otherwise from
+        :meth:`finish_deferred` (or at the end of the session, unless the
+        session ends by an exception of its own).
 
         Args:
             job: a callable without arguments.

@@ -674,7 +674,8 @@ class DebugHandler(Handler):
         return self.handler.session()
 
     def defer(self, job, lane=None):
-        # at once, here: the checks of the job's ops then report in order
+        # where the wrapped handler would run it (the checks of the job's ops then
+        # run there too): the results stay those of the wrapped handler
         if not callable(job):
             raise TypeError(f"DebugHandler.defer: job must be callable, got {type(job).__name__}")
         try:
@@ -683,7 +684,7 @@ class DebugHandler(Handler):
             raise TypeError(
                 f"DebugHandler.defer: lane must be hashable, got {type(lane).__name__}"
             ) from None
-        job()
+        self.handler.defer(job, lane)
 
     def finish_deferred(self):
         self.handler.finish_deferred()

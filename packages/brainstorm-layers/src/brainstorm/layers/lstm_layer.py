@@ -164,7 +164,7 @@ class LstmLayerImpl(RecurrentLayerBase):
                     hi,
                     first,
                 ),
-                lane=gate,
+                lane=(id(self), gate),
             )
 
     def internal_shapes_for(self, size):
