@@ -462,6 +462,20 @@ class PyCudaHandler(Handler):
         """Nothing to get ready: GPU work is queued on the stream as it comes."""
         return contextlib.nullcontext(self)
 
+    def defer(self, job, lane=None):
+        """Queue the job's GPU work at once: the stream runs it while the host goes on
+        with the Python of what follows, so nothing is gained by holding it back."""
+        try:
+            hash(lane)
+        except TypeError:
+            raise TypeError(
+                f"PyCudaHandler.defer: lane must be hashable, got {type(lane).__name__}"
+            ) from None
+        job()
+
+    def finish_deferred(self):
+        """Nothing to wait for: deferred jobs were queued on the stream in order."""
+
     def _gemm(self, a, b, out, transa, transb, beta):
         """``out = op(a) @ op(b) + beta * out`` with one cuBLAS ``sgemm``.
 
