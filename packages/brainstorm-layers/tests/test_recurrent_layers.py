@@ -725,18 +725,18 @@ def test_large_lstm_steps_shared_between_threads_match_the_reference(type_name, 
     np.testing.assert_allclose(again, gradients, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("type_name", ["Lstm", "ClockworkLstm"])
+@pytest.mark.parametrize("type_name", RECURRENT)
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("T", [1, 2, 7, 23])
 def test_gradients_handed_over_in_blocks_of_steps_equal_those_computed_at_the_end(
     type_name, reverse, T, monkeypatch
 ):
-    # the Lstm defers its weight and recurrent gradients, and its input projections,
-    # in blocks of steps (see Handler.defer), run by a helper thread of the
+    # recurrent layers defer their weight and recurrent gradients (the Lstm also its
+    # input projections) in blocks of steps (see Handler.defer), run by a helper of the
     # NumpyHandler's session: blocks of 2 or 3 steps (and a partial one) against all
     # steps at once, from a context, with a mask and with the input deltas
     from brainstorm.handlers import _threads
-    from brainstorm.layers import lstm_layer
+    from brainstorm.layers import _recurrent, lstm_layer
 
     team = _threads.team()
     inits = {"timing": [1.0, 2.0, 3.0, 1.0, 2.0]} if "Clockwork" in type_name else {}
@@ -757,7 +757,7 @@ def test_gradients_handed_over_in_blocks_of_steps_equal_those_computed_at_the_en
     deltas = rng.randn(T, 6, 5)
 
     def gradients(block):
-        monkeypatch.setattr(lstm_layer, "_GRADIENT_BLOCK", block)
+        monkeypatch.setattr(_recurrent, "GRADIENT_BLOCK", block)
         monkeypatch.setattr(lstm_layer, "_PROJECTION_BLOCK", block)
         net.provide_external_data(data)
         with net.handler.session():  # (sessions nest: the passes' own are inside)

@@ -52,6 +52,7 @@ or one :func:`~brainstorm.layers.bidirectional_layer.Bidirectional` layer.
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 
 from brainstorm.layers._layer_checks import check_activation, check_positive_int, layer_label
@@ -65,8 +66,10 @@ from brainstorm.utils import (
 )
 
 __all__ = [
+    "GRADIENT_BLOCK",
     "Clock",
     "ClockworkMixin",
+    "DeferredGradients",
     "RecurrentLayerBase",
     "Steps",
     "carry_name",
@@ -221,49 +224,32 @@ class RecurrentLayerBase(Layer):
         x = flatten_time_and_features(buffers.inputs.default[time])
         _h.dot_add_blocks([x], prepared, outs)
 
-    def project_inputs_backward(self, buffers, dG, W, dW, db):
-        """The backward pass of :meth:`project_inputs` for all time steps at once.
+    def input_deltas_and_biases(self, buffers, dG, W, db, prepared=None):
+        """The input deltas (unless ``default`` is among the layer's
+        ``inputs_without_deltas``) and the bias gradient of :meth:`project_inputs`.
 
-        Adds to the input deltas of ``default`` (unless ``default`` is among the
-        layer's ``inputs_without_deltas``), overwrites ``dW`` and ``db``.
+        Adds ``dG @ W`` to the input deltas and overwrites ``db``.
 
         Args:
             buffers: the layer's BufferView.
-            dG: time-ordered ``(T, B, G*S)`` deltas of the pre-activations.
+            dG: time-ordered ``(T, B, G*S)`` deltas of the pre-activations, or a
+                list of such blocks side by side (``prepared`` then required).
             W: ``(G*S, F)`` stacked input weights.
-            dW: ``(G*S, F)`` their gradient (written).
-            db: ``(G*S,)`` gradient of the biases (written).
-        """
-        _h, flat_dG = self.handler, flatten_time(dG)
-        x = flatten_time_and_features(buffers.inputs.default)
-        if "default" not in self.inputs_without_deltas:  # nobody reads the data's deltas
-            _h.dot_add_mm(flat_dG, W, flatten_time_and_features(buffers.input_deltas.default))
-        _h.dot_mm(flat_dG, x, dW, transa=True)
-        _h.sum_t(flat_dG, axis=0, out=db)
-
-    def project_inputs_backward_blocks(self, buffers, dblocks, W, dWs, dbs):
-        """The backward pass of :meth:`project_inputs_into_blocks`.
-
-        The input deltas (unless ``default`` is among the layer's
-        ``inputs_without_deltas``) in one product with the stacked weights;
-        overwrites every ``dWs[j]`` and ``dbs[j]``.
-
-        Args:
-            buffers: the layer's BufferView.
-            dblocks: time-ordered ``(T, B, S_j)`` deltas of the pre-activations.
-            W: ``(sum S_j, F)`` the stacked input weights.
-            dWs: the ``(S_j, F)`` gradients of the blocks' weights (written).
-            dbs: the ``(S_j,)`` gradients of their biases (written).
+            db: ``(G*S,)`` gradient of the biases (written), or a list of the
+                blocks' bias gradients.
+            prepared: ``handler.prepare_matrix(W)`` for blocks of deltas.
         """
         _h = self.handler
-        flat = [flatten_time(d) for d in dblocks]
-        x = flatten_time_and_features(buffers.inputs.default)
+        blocks = dG if isinstance(dG, (list, tuple)) else [dG]
+        gradients = db if isinstance(db, (list, tuple)) else [db]
         if "default" not in self.inputs_without_deltas:  # nobody reads the data's deltas
             dx = flatten_time_and_features(buffers.input_deltas.default)
-            _h.dot_add_blocks(flat, _h.prepare_matrix(W), [dx])
-        for delta, dW, db in zip(flat, dWs, dbs):
-            _h.dot_mm(delta, x, dW, transa=True)
-            _h.sum_t(delta, axis=0, out=db)
+            if prepared is None:
+                _h.dot_add_mm(flatten_time(blocks[0]), W, dx)
+            else:
+                _h.dot_add_blocks([flatten_time(d) for d in blocks], prepared, [dx])
+        for delta, gradient in zip(blocks, gradients):
+            _h.sum_t(flatten_time(delta), axis=0, out=gradient)
 
     def parameter_shapes_for(self, size, in_size):
         """OrderedDict of the parameters' BufferStructures."""
@@ -376,16 +362,75 @@ class Steps:
         if edge is not None:
             product(deltas[edge], self.context(name), dR, transa=True)
 
-    def set_recurrent_gradient(self, handler, deltas, dR, name="default"):
-        """``dR = sum_t deltas[t]^T @ state_before(t)`` (overwrites ``dR``).
 
-        Args:
-            handler: the handler.
-            deltas: time-ordered ``(T, B, G*S)`` deltas of the recurrent products.
-            dR: ``(G*S, S)`` gradient (written).
-            name: the state the products were taken of.
-        """
-        self.add_recurrent_gradient(handler, deltas, dR, 0, self.T, overwrite=True, name=name)
+#: Time steps of weight and recurrent gradients per deferred job (see
+#: :class:`DeferredGradients`); 0: all steps in one job at the end.
+GRADIENT_BLOCK = 10
+
+
+class DeferredGradients:
+    """The weight and recurrent gradients of a backward pass, handed to
+    :meth:`~brainstorm.handlers.base_handler.Handler.defer` block by block.
+
+    The deltas of a step are final once the backward recurrence has passed it,
+    so the products of a block of finished steps can run alongside the rest
+    of the recurrence (the NumpyHandler runs them on a helper thread that
+    would otherwise wait while the layer does a step's elementwise work).
+    Every part ``(deltas, dW, recurrent_deltas, dR)`` is written as
+    ``dW = sum_t deltas[t]^T @ x[t]`` and ``dR = sum_t recurrent_deltas[t]^T @
+    state_before(t)``, in its own lane (one job at a time, in order). Call
+    :meth:`done` after each step, :meth:`close` after the last, and
+    ``handler.finish_deferred()`` before reading the gradients.
+
+    Args:
+        layer: the recurrent layer.
+        steps: the :class:`Steps` of the pass.
+        parts: list of ``(deltas, dW, recurrent_deltas, dR)``: time-ordered
+            ``(T, B, n)`` deltas and their ``(n, F)`` and ``(n, S)`` gradients.
+        block: steps per job (default :data:`GRADIENT_BLOCK`; 0: one job).
+    """
+
+    def __init__(self, layer, steps, parts, block=None):
+        self.handler = layer.handler
+        self.steps = steps
+        self.x = steps.buffers.inputs.default
+        self.parts = parts
+        self.block = GRADIENT_BLOCK if block is None else block
+        self.lanes = [(id(layer), i) for i in range(len(parts))]
+        self.finished = []  # steps finished since the last job
+        self.started = False  # whether the gradients hold a first part
+
+    def done(self, t):
+        """Step ``t``'s deltas are final."""
+        self.finished.append(t)
+        if self.block and len(self.finished) == self.block:
+            self._hand_over()
+
+    def close(self):
+        """Hand over what is left (every step must be done)."""
+        if self.finished or not self.started:
+            self._hand_over()
+
+    def _hand_over(self):
+        if self.finished:
+            lo, hi = min(self.finished), max(self.finished) + 1
+        else:  # (no steps: the gradients are zero)
+            lo = hi = 0
+        first, self.started, self.finished = not self.started, True, []
+        for lane, part in zip(self.lanes, self.parts):
+            self.handler.defer(functools.partial(self._part, part, lo, hi, first), lane=lane)
+
+    def _part(self, part, lo, hi, first):
+        deltas, dW, recurrent_deltas, dR = part
+        _h = self.handler
+        if hi == lo:
+            _h.fill(dW, 0.0)
+            _h.fill(dR, 0.0)
+            return
+        product = _h.dot_mm if first else _h.dot_add_mm
+        x = flatten_time_and_features(self.x[lo:hi])
+        product(flatten_time(deltas[lo:hi]), x, dW, transa=True)
+        self.steps.add_recurrent_gradient(_h, recurrent_deltas, dR, lo, hi, overwrite=first)
 
 
 class Clock:

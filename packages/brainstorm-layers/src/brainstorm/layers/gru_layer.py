@@ -25,6 +25,7 @@ from collections import OrderedDict
 
 from brainstorm.layers._layer_checks import layer_label
 from brainstorm.layers._recurrent import (
+    DeferredGradients,
     RecurrentLayerBase,
     Steps,
     check_recurrent_arguments,
@@ -147,6 +148,8 @@ class GruLayerImpl(RecurrentLayerBase):
         dGa, dGb, dRa, dY = (buffers.internals[n] for n in ("dGa", "dGb", "dRa", "dY"))
 
         _h.copy_to(buffers.output_deltas.default[:T], dY)
+        # weight and recurrent gradients of every few finished steps: see Handler.defer
+        gradients = DeferredGradients(self, steps, [(dGa, dW, dRa, dR)])
         for t in reversed(steps.order):
             before = steps.prev(t)
             h_prev = steps.prev_state("default", t)
@@ -168,6 +171,7 @@ class GruLayerImpl(RecurrentLayerBase):
             if before is not None:  # deltas for the state this step started from
                 _h.mult_add_tt(dy, gb[:, :S], dY[before])
                 _h.dot_add_mm(dra, R, dY[before])
-
-        self.project_inputs_backward(buffers, dGa, W, dW, db)
-        steps.set_recurrent_gradient(_h, dRa, dR)
+            gradients.done(t)
+        gradients.close()
+        self.input_deltas_and_biases(buffers, dGa, W, db)
+        _h.finish_deferred()

@@ -29,6 +29,7 @@ from collections import OrderedDict
 from brainstorm.layers._layer_checks import layer_label
 from brainstorm.layers._recurrent import (
     Clock,
+    DeferredGradients,
     RecurrentLayerBase,
     Steps,
     check_recurrent_arguments,
@@ -36,7 +37,7 @@ from brainstorm.layers._recurrent import (
 )
 from brainstorm.structure.buffer_structure import BufferStructure
 from brainstorm.structure.construction import ConstructionWrapper
-from brainstorm.utils import flatten_time, flatten_time_and_features
+from brainstorm.utils import flatten_time
 
 __all__ = ["Lstm", "LstmLayerImpl"]
 
@@ -87,9 +88,6 @@ _BIASES = ("bz", "bi", "bf", "bo")
 _GATES = ("Za", "Ia", "Fa", "Oa")
 
 
-#: Time steps of the gradients per deferred job (see Handler.defer); 0: all at the end.
-_GRADIENT_BLOCK = 10
-
 #: Time steps per deferred input projection in the forward pass; 0: all at the start.
 _PROJECTION_BLOCK = 10
 
@@ -102,13 +100,6 @@ def _time_chunks(steps, size):
         part = order[start : start + size]
         chunks.append((part, slice(min(part), max(part) + 1)))
     return chunks
-
-
-def _gate_gradients(handler, steps, delta, x, dW, dR, lo, hi, first):
-    """Add (``first``: write) the part of the steps ``lo:hi`` to one gate's ``dW`` and ``dR``."""
-    product = handler.dot_mm if first else handler.dot_add_mm
-    product(flatten_time(delta[lo:hi]), flatten_time_and_features(x[lo:hi]), dW, transa=True)
-    steps.add_recurrent_gradient(handler, delta, dR, lo, hi, overwrite=first)
 
 
 class LstmLayerImpl(RecurrentLayerBase):
@@ -143,29 +134,6 @@ class LstmLayerImpl(RecurrentLayerBase):
 
     def state_widths(self):
         return OrderedDict(Ca=self.size)
-
-    def _defer_gradients(self, steps, deltas, x, dWs, dRs, done, started):
-        """Hand the weight and recurrent gradients of the steps ``done`` (consecutive,
-        their gate deltas final) to the handler as one deferred job per gate."""
-        lo, hi = min(done), max(done) + 1
-        for gate in range(4):
-            first = gate not in started
-            started.add(gate)
-            self.handler.defer(
-                functools.partial(
-                    _gate_gradients,
-                    self.handler,
-                    steps,
-                    deltas[gate],
-                    x,
-                    dWs[gate],
-                    dRs[gate],
-                    lo,
-                    hi,
-                    first,
-                ),
-                lane=(id(self), gate),
-            )
 
     def internal_shapes_for(self, size):
         internals = OrderedDict()
@@ -257,12 +225,10 @@ class LstmLayerImpl(RecurrentLayerBase):
         _h.copy_to(buffers.output_deltas.default[:T], dY)
         _h.fill(dCa, 0.0)
         deltas = [dZa, dIa, dFa, dOa]
-        x = buffers.inputs.default
-        weight_gradients = [g[w] for w in _WEIGHTS]
-        recurrent_gradients = [g[r] for r in _RECURRENT]
-        deferred = _GRADIENT_BLOCK > 0
-        done = []  # steps whose gate deltas are final, not yet handed over
-        started = set()  # gates whose gradients have a first part
+        # the weight and recurrent gradients of every few finished steps, one job per
+        # gate, run alongside the recurrence (see Handler.defer)
+        parts = [(d, g[w], d, g[r]) for d, w, r in zip(deltas, _WEIGHTS, _RECURRENT)]
+        gradients = DeferredGradients(self, steps, parts)
         for t in reversed(steps.order):
             before = steps.prev(t)
             c_prev = steps.prev_state("Ca", t)
@@ -297,31 +263,12 @@ class LstmLayerImpl(RecurrentLayerBase):
                 _h.mult_add_tt(dc, Fb[t], dCa[before])
                 _h.mult_add_mv(dIa[t], p.pi, dCa[before])
                 _h.mult_add_mv(dFa[t], p.pf, dCa[before])
-            if deferred:
-                done.append(t)
-                if len(done) == _GRADIENT_BLOCK:
-                    self._defer_gradients(
-                        steps, deltas, x, weight_gradients, recurrent_gradients, done, started
-                    )
-                    done = []
-        if deferred and done:
-            self._defer_gradients(
-                steps, deltas, x, weight_gradients, recurrent_gradients, done, started
-            )
+            gradients.done(t)
+        gradients.close()
 
         W = consecutive(p, _WEIGHTS).reshape((4 * S, p.Wz.shape[1]))
-        if deferred:
-            if "default" not in self.inputs_without_deltas:
-                dx = flatten_time_and_features(buffers.input_deltas.default)
-                _h.dot_add_blocks([flatten_time(d) for d in deltas], _h.prepare_matrix(W), [dx])
-            for delta, b in zip(deltas, _BIASES):
-                _h.sum_t(flatten_time(delta), axis=0, out=g[b])
-        else:
-            self.project_inputs_backward_blocks(
-                buffers, deltas, W, weight_gradients, [g[b] for b in _BIASES]
-            )
-            for delta, recurrent in zip(deltas, _RECURRENT):
-                steps.set_recurrent_gradient(_h, delta, g[recurrent])
+        prepared = None if "default" in self.inputs_without_deltas else _h.prepare_matrix(W)
+        self.input_deltas_and_biases(buffers, deltas, W, [g[b] for b in _BIASES], prepared)
         # peepholes: dpi = sum dIa * c_prev, dpf = sum dFa * c_prev, dpo = sum dOa * c,
         # with dY (used up) as scratch space
         current, previous, first = steps.split()
@@ -332,8 +279,4 @@ class LstmLayerImpl(RecurrentLayerBase):
             _h.sum_t(flatten_time(dY), axis=0, out=dp)
         _h.mult_tt(dOa, Ca[:T], dY)
         _h.sum_t(flatten_time(dY), axis=0, out=g.po)
-        if deferred:
-            _h.finish_deferred()
-            for gate in set(range(4)) - started:  # (no steps at all)
-                _h.fill(weight_gradients[gate], 0.0)
-                _h.fill(recurrent_gradients[gate], 0.0)
+        _h.finish_deferred()

@@ -18,7 +18,13 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from brainstorm.layers._layer_checks import layer_label
-from brainstorm.layers._recurrent import Clock, RecurrentLayerBase, Steps, check_recurrent_arguments
+from brainstorm.layers._recurrent import (
+    Clock,
+    DeferredGradients,
+    RecurrentLayerBase,
+    Steps,
+    check_recurrent_arguments,
+)
 from brainstorm.structure.buffer_structure import BufferStructure
 from brainstorm.structure.construction import ConstructionWrapper
 
@@ -111,6 +117,8 @@ class RecurrentLayerImpl(RecurrentLayerBase):
         clock = Clock(_h, steps, p.timing) if self.clockwork else None
 
         _h.copy_to(buffers.output_deltas.default[:T], dHb)
+        # weight and recurrent gradients of every few finished steps: see Handler.defer
+        gradients = DeferredGradients(self, steps, [(dHa, g.W, dHa, g.R)])
         for t in reversed(steps.order):
             before = steps.prev(t)
             dh = dHb[t]
@@ -123,6 +131,7 @@ class RecurrentLayerImpl(RecurrentLayerBase):
             _h.act_func_deriv[self.activation](Ha[t], y[t], dh, dHa[t])
             if before is not None:
                 _h.dot_add_mm(dHa[t], p.R, dHb[before])
-
-        self.project_inputs_backward(buffers, dHa, p.W, g.W, g.bias)
-        steps.set_recurrent_gradient(_h, dHa, g.R)
+            gradients.done(t)
+        gradients.close()
+        self.input_deltas_and_biases(buffers, dHa, p.W, g.bias)
+        _h.finish_deferred()
