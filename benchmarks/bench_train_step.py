@@ -115,6 +115,31 @@ def describe_environment():
     return env
 
 
+def _cpu_ticks():
+    """``(steal, total)`` CPU ticks of the machine so far (Linux's /proc/stat), or None.
+
+    Steal is the time a virtual machine's CPUs were ready to run but the host ran
+    something else: on a shared host it slows every step, and the threads that
+    wait for one another most (the CNN's) most of all.
+    """
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu" or len(fields) < 9:
+        return None
+    ticks = [int(x) for x in fields[1:]]
+    return ticks[7], sum(ticks[:8])
+
+
+def _steal_share(before, after):
+    """The share of CPU time stolen between two :func:`_cpu_ticks`, or None."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
+
+
 def _load_average():
     """The 1-minute load average (other work on the machine skews every number), or None."""
     try:
@@ -391,6 +416,7 @@ def run_network(key, args):
         peer_per_round = args.steps or max(1, round(ROUND_SECONDS / min(peer_warmup)))
     operands = _peak_operands()
     rounds = []
+    ticks = _cpu_ticks()
     for _ in range(args.rounds):
         before = gemm_peak(repeats=1, operands=operands)
         settle(net)
@@ -400,6 +426,7 @@ def run_network(key, args):
         rounds.append({"peak_gflops": (before + after) / 2, "step_seconds": times})
         if peer is not None:
             rounds[-1]["peer_step_seconds"] = peer_times
+    steal = _steal_share(ticks, _cpu_ticks())
     times = [t for r in rounds for t in r["step_seconds"]]
     median = statistics.median(times)
     fractions = [
@@ -430,6 +457,7 @@ def run_network(key, args):
         "gemm_peak_gflops": [r["peak_gflops"] for r in rounds] + [peak_before_gemms],
         "target_fraction": TARGETS[key],
         "compute_data_deltas": net.compute_data_deltas,
+        "steal_share": steal,
     }
     if peer is not None:
         peer_times = [t for r in rounds for t in r["peer_step_seconds"]]
@@ -508,6 +536,14 @@ def print_report(env, peaks, results):
         "GEMMs: the step's matrix products alone (np.dot at the same shapes, back to back),\n"
         "a ceiling"
     )
+    steals = [(r["network"], r["steal_share"]) for r in results if r.get("steal_share") is not None]
+    if steals:
+        shares = ", ".join(f"{name} {share:.0%}" for name, share in steals)
+        print(
+            f"CPU time stolen by the host during the rounds (/proc/stat): {shares}\n"
+            "(a virtual machine's CPUs waiting for a busy host: every number suffers, the\n"
+            "CNN's threads, which wait for one another most, more than the peak product)"
+        )
     if any(not r.get("compute_data_deltas", True) for r in results):
         print(
             "net.compute_data_deltas = False (training: nobody reads the data's deltas): the\n"

@@ -223,3 +223,38 @@ def test_direct_convolutions_refuse_long_window_rows_and_wrong_output_shapes():
     assert not h._convolve_directly(
         x, w, None, np.zeros((1, 7, 6, 32), np.float32), 0, (1, 1), False
     )
+
+
+def test_chunks_go_to_whichever_thread_is_free_and_the_results_do_not_depend_on_it(
+    monkeypatch,
+):
+    # which thread takes which chunk depends on timing: the weight gradient sums its
+    # chunks' parts in order, so any assignment gives the same bits
+    rng = np.random.RandomState(5)
+    x, weights = rng.randn(12, 9, 9, 5).astype(np.float32), rng.randn(6, 3, 3, 5).astype(np.float32)
+    deltas = rng.randn(12, 9, 9, 6).astype(np.float32)
+    h = NumpyHandler(np.float32)
+    monkeypatch.setattr(module, "_COLUMNS_PER_CHUNK", 1)  # one image per chunk
+
+    def gradients():
+        dw, db = np.zeros(weights.shape, np.float32), np.zeros(6, np.float32)
+        h.conv2d_backward_batch(x, weights, 1, (1, 1), None, deltas, dw, db)
+        return dw, db
+
+    expected = gradients()
+    taken = []
+    original = module._for_chunks
+
+    def backwards(chunks, work):  # the chunks in reverse, by changing workers
+        for index in reversed(range(len(chunks))):
+            taken.append(index)
+            work(*chunks[index], index % 3)
+
+    monkeypatch.setattr(module, "_for_chunks", backwards)
+    for got, want in zip(gradients(), expected):
+        np.testing.assert_array_equal(got, want)
+    assert taken[0] == 11
+    monkeypatch.setattr(module, "_for_chunks", original)
+    with h.session():  # shared between the threads
+        for got, want in zip(gradients(), expected):
+            np.testing.assert_array_equal(got, want)

@@ -11,6 +11,7 @@ vectorized over a chunk of images, the output pixels and the channels.
 from __future__ import annotations
 
 import functools
+import itertools
 import threading
 import weakref
 
@@ -676,23 +677,27 @@ class NumpyHandler(Handler):
         if not ones:
             self.sum_t(all_deltas, axis=0, out=bias_deltas)  # column sums, as a GEMV
         buffers = _Buffers(chunks, rows, k + ones, self.dtype)
-        gradients = {}
+        # every chunk's part of the gradient on its own, summed in order at the end:
+        # the same sums whichever thread took which chunk
+        parts = np.empty((len(chunks), k + ones, group * f), dtype=self.dtype)
+        chunk_of = {start: index for index, (start, _) in enumerate(chunks)}
         window = (kh, kw + group - 1)
+        ones_set = set()
 
         def chunk_gradient(start, stop, worker):
             count = stop - start
             buffer = buffers[worker]
-            gradient = gradients.get(worker)
-            if gradient is None:
-                gradient = gradients[worker] = np.zeros((k + ones, group * f), dtype=self.dtype)
+            if worker not in ones_set:
+                ones_set.add(worker)
                 buffer[:, k:] = 1
             _im2col(padded[start:stop], window, stride, (ho, wo // group), buffer[:, :k], group)
             columns = buffer[: count * rows]
             deltas = grouped_deltas[start * rows : stop * rows]
+            gradient = parts[chunk_of[start]]
             # (K, F) with the long reduction innermost in both operands: faster than
             # deltas.T @ columns, and it holds up better when the machine is busy
-            if not _product(columns.T, deltas, gradient, beta=1.0):
-                gradient += np.dot(columns.T, deltas)
+            if not _product(columns.T, deltas, gradient):
+                np.dot(columns.T, deltas, out=gradient)
             if in_deltas is None:
                 return
             # column deltas offset-major, (kh, kw, C, n, Ho, Wo): every kernel offset
@@ -708,10 +713,8 @@ class NumpyHandler(Handler):
             in_deltas[start:stop] += acc[:, :, p : p + h, p : p + w].transpose(1, 2, 3, 0)
 
         _for_chunks(chunks, chunk_gradient)
-        gradient = gradients.pop(0, None)
-        if gradient is None:
-            gradient = np.zeros((k + ones, group * f), dtype=self.dtype)
-        for other in gradients.values():
+        gradient = parts[0] if len(chunks) else np.zeros((k + ones, group * f), self.dtype)
+        for other in parts[1:]:
             gradient += other
         weight_deltas[...] = _fold_grouped_gradient(gradient[:k], (kh, kw, c), group, f)
         if ones:
@@ -1260,9 +1263,13 @@ class _Buffers:
 def _for_chunks(chunks, work):
     """``work(start, stop, worker)`` for every ``(start, stop)`` of ``chunks``.
 
-    In an open session the chunks are dealt out in turn to the threads of the
-    team (``worker`` is the thread's number, 0 the caller); chunks must then
-    write disjoint outputs. Without a session all run here as worker 0.
+    In an open session the threads of the team (``worker`` is the thread's
+    number, 0 the caller) take the chunks in turn, each the next one not yet
+    taken as soon as it is done with its last: a thread that the machine holds
+    up (a virtual machine's CPU taken away for a while, other work) then does
+    fewer chunks instead of keeping the others waiting. Chunks must write
+    disjoint outputs, and what a chunk computes must not depend on the worker
+    (only its scratch space may). Without a session all run here as worker 0.
     """
     team = _active_team()
     workers = min(team.size, len(chunks)) if team is not None else 1
@@ -1270,10 +1277,13 @@ def _for_chunks(chunks, work):
         for start, stop in chunks:
             work(start, stop, 0)
         return
+    taken = itertools.count()  # (next() of a count is atomic under the GIL)
 
     def job(worker):
-        for start, stop in chunks[worker::workers]:
-            work(start, stop, worker)
+        for index in iter(taken.__next__, None):
+            if index >= len(chunks):
+                return
+            work(*chunks[index], worker)
 
     team.run([functools.partial(job, worker) for worker in range(workers)])
 
