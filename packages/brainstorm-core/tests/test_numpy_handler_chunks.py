@@ -245,7 +245,8 @@ def test_chunks_go_to_whichever_thread_is_free_and_the_results_do_not_depend_on_
     taken = []
     original = module._for_chunks
 
-    def backwards(chunks, work):  # the chunks in reverse, by changing workers
+    def backwards(chunks, work, in_turn=False):  # the chunks in reverse, changing workers
+        assert not in_turn
         for index in reversed(range(len(chunks))):
             taken.append(index)
             work(*chunks[index], index % 3)
@@ -258,3 +259,27 @@ def test_chunks_go_to_whichever_thread_is_free_and_the_results_do_not_depend_on_
     with h.session():  # shared between the threads
         for got, want in zip(gradients(), expected):
             np.testing.assert_array_equal(got, want)
+
+
+def test_weight_gradients_of_many_large_chunks_are_summed_per_thread_in_turn(monkeypatch):
+    # (one part per chunk would take too much memory: each thread sums a fixed share)
+    from brainstorm.testing.handler_conformance import reference_conv2d_backward
+
+    monkeypatch.setattr(module, "_COLUMNS_PER_CHUNK", 1)
+    monkeypatch.setattr(module, "_PARTS_MAX_BYTES", 0)
+    rng = np.random.RandomState(6)
+    x, weights = rng.randn(7, 6, 6, 3), rng.randn(4, 3, 3, 3)
+    deltas = rng.randn(7, 6, 6, 4)
+    _, want_w, want_b = reference_conv2d_backward(x, weights, 1, (1, 1), deltas)
+    h = NumpyHandler(np.float64)
+    results = []
+    for _ in range(3):
+        dw, db = np.zeros(weights.shape), np.zeros(4)
+        with h.session():
+            h.conv2d_backward_batch(x, weights, 1, (1, 1), None, deltas, dw, db)
+        np.testing.assert_allclose(dw, want_w, rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(db, want_b, rtol=1e-10, atol=1e-10)
+        results.append((dw, db))
+    for dw, db in results[1:]:
+        np.testing.assert_array_equal(dw, results[0][0])
+        np.testing.assert_array_equal(db, results[0][1])

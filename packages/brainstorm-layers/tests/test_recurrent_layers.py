@@ -144,6 +144,8 @@ for _type in RECURRENT:
         CASES.append((_type, _T, _B, _act, _rev, False))
     CASES.append((_type, 3, 2, "tanh", False, True))
     CASES.append((_type, 3, 2, "tanh", True, True))
+    # more steps than go into one deferred block of gradients (GRADIENT_BLOCK)
+    CASES.append((_type, 12, 1, "tanh", True, True))
 
 
 @pytest.mark.parametrize(

@@ -465,7 +465,7 @@ class NumpyHandler(Handler):
 
     @_shared_elementwise
     def rel(self, x, y):
-        if _CLIP_IS_FAST and y.size >= _CLIP_MIN_SIZE:  # (NaN stays NaN either way)
+        if _CLIP_IS_FAST and y.size >= _CLIP_MIN_SIZE and y.dtype.kind == "f":  # (NaN: NaN)
             np.clip(x, self._scalar(0), self._scalar(np.inf), out=y)
         else:
             np.maximum(x, 0, out=y)
@@ -678,8 +678,13 @@ class NumpyHandler(Handler):
             self.sum_t(all_deltas, axis=0, out=bias_deltas)  # column sums, as a GEMV
         buffers = _Buffers(chunks, rows, k + ones, self.dtype)
         # every chunk's part of the gradient on its own, summed in order at the end:
-        # the same sums whichever thread took which chunk
-        parts = np.empty((len(chunks), k + ones, group * f), dtype=self.dtype)
+        # the same sums whichever thread took which chunk; where those parts would
+        # take too much memory, each thread adds up a fixed share of the chunks
+        part_shape = (k + ones, group * f)
+        by_chunk = len(chunks) * np.prod(part_shape) * self.dtype.itemsize <= _PARTS_MAX_BYTES
+        team = _active_team()
+        slots = len(chunks) if by_chunk else team.size if team is not None else 1
+        parts = np.zeros((max(1, slots), *part_shape), dtype=self.dtype)
         chunk_of = {start: index for index, (start, _) in enumerate(chunks)}
         window = (kh, kw + group - 1)
         ones_set = set()
@@ -693,11 +698,11 @@ class NumpyHandler(Handler):
             _im2col(padded[start:stop], window, stride, (ho, wo // group), buffer[:, :k], group)
             columns = buffer[: count * rows]
             deltas = grouped_deltas[start * rows : stop * rows]
-            gradient = parts[chunk_of[start]]
+            gradient = parts[chunk_of[start] if by_chunk else worker]
             # (K, F) with the long reduction innermost in both operands: faster than
             # deltas.T @ columns, and it holds up better when the machine is busy
-            if not _product(columns.T, deltas, gradient):
-                np.dot(columns.T, deltas, out=gradient)
+            if not _product(columns.T, deltas, gradient, beta=1.0):
+                gradient += np.dot(columns.T, deltas)
             if in_deltas is None:
                 return
             # column deltas offset-major, (kh, kw, C, n, Ho, Wo): every kernel offset
@@ -712,8 +717,8 @@ class NumpyHandler(Handler):
                     acc[:, :, i : i + sh * ho : sh, j : j + sw * wo : sw] += column_deltas[i, j]
             in_deltas[start:stop] += acc[:, :, p : p + h, p : p + w].transpose(1, 2, 3, 0)
 
-        _for_chunks(chunks, chunk_gradient)
-        gradient = parts[0] if len(chunks) else np.zeros((k + ones, group * f), self.dtype)
+        _for_chunks(chunks, chunk_gradient, in_turn=not by_chunk)
+        gradient = parts[0]
         for other in parts[1:]:
             gradient += other
         weight_deltas[...] = _fold_grouped_gradient(gradient[:k], (kh, kw, c), group, f)
@@ -1151,6 +1156,10 @@ def _pool_corner_index(in_hwc, padding, stride, out_hw, dtype):
     return corner
 
 
+#: Most bytes of per-chunk parts of a convolution's weight gradient (see
+#: ``conv2d_backward_batch``); beyond, each thread sums a fixed share of the chunks.
+_PARTS_MAX_BYTES = 32 << 20
+
 #: Weight gradients of convolutions with windows (im2col columns) of at most this many
 #: values get their bias gradient from a column of ones in the same product: a
 #: separate pass over the deltas costs more there (the CIFAR network's first layer,
@@ -1260,16 +1269,18 @@ class _Buffers:
         return buffer
 
 
-def _for_chunks(chunks, work):
+def _for_chunks(chunks, work, in_turn=False):
     """``work(start, stop, worker)`` for every ``(start, stop)`` of ``chunks``.
 
     In an open session the threads of the team (``worker`` is the thread's
-    number, 0 the caller) take the chunks in turn, each the next one not yet
-    taken as soon as it is done with its last: a thread that the machine holds
-    up (a virtual machine's CPU taken away for a while, other work) then does
-    fewer chunks instead of keeping the others waiting. Chunks must write
-    disjoint outputs, and what a chunk computes must not depend on the worker
-    (only its scratch space may). Without a session all run here as worker 0.
+    number, 0 the caller) take the chunks, each the next one not yet taken as
+    soon as it is done with its last: a thread that the machine holds up (a
+    virtual machine's CPU taken away for a while, other work) then does fewer
+    chunks instead of keeping the others waiting. Chunks must write disjoint
+    outputs, and what a chunk computes must not depend on the worker (only its
+    scratch space may) unless ``in_turn``: the chunks are then dealt out in
+    turn (worker ``i`` gets chunks ``i``, ``i + workers``, ...). Without a
+    session all run here as worker 0.
     """
     team = _active_team()
     workers = min(team.size, len(chunks)) if team is not None else 1
@@ -1280,6 +1291,10 @@ def _for_chunks(chunks, work):
     taken = itertools.count()  # (next() of a count is atomic under the GIL)
 
     def job(worker):
+        if in_turn:
+            for start, stop in chunks[worker::workers]:
+                work(start, stop, worker)
+            return
         for index in iter(taken.__next__, None):
             if index >= len(chunks):
                 return

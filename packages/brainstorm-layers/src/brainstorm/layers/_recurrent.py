@@ -33,9 +33,11 @@ steps, and the outputs at padded steps are 0.
 ``x (T*B, F) @ W^T (F, G*S)`` into the stacked gate pre-activations; each step
 does one product with the stacked recurrent matrix ``(G*S, S)`` and
 elementwise work on whole ``(B, G*S)`` blocks; the backward pass does one
-product per step for the recurrent deltas and computes the input deltas and
-the gradients of ``W``, ``R`` and the biases for all steps at once after the
-loop. The stacked matrices are views over consecutive parameters (``Wz, Wi,
+product per step for the recurrent deltas, hands the gradients of ``W`` and
+``R`` of every :data:`GRADIENT_BLOCK` finished steps to ``handler.defer``
+(:class:`DeferredGradients`: on the NumpyHandler a helper thread computes them
+during the rest of the recurrence), and computes the input deltas and the bias
+gradients for all steps at once after the loop. The stacked matrices are views over consecutive parameters (``Wz, Wi,
 Wf, Wo`` ...), so the reference's parameter names are kept.
 
 **Bidirectional networks** are two layers fed from the same input, one with
@@ -242,6 +244,8 @@ class RecurrentLayerBase(Layer):
         _h = self.handler
         blocks = dG if isinstance(dG, (list, tuple)) else [dG]
         gradients = db if isinstance(db, (list, tuple)) else [db]
+        if len(blocks) > 1 and prepared is None:
+            raise ValueError("input_deltas_and_biases: blocks of deltas need a prepared W")
         if "default" not in self.inputs_without_deltas:  # nobody reads the data's deltas
             dx = flatten_time_and_features(buffers.input_deltas.default)
             if prepared is None:
