@@ -244,10 +244,10 @@ class RecurrentLayerBase(Layer):
         _h = self.handler
         blocks = dG if isinstance(dG, (list, tuple)) else [dG]
         gradients = db if isinstance(db, (list, tuple)) else [db]
-        if len(blocks) > 1 and prepared is None:
-            raise ValueError("input_deltas_and_biases: blocks of deltas need a prepared W")
         if "default" not in self.inputs_without_deltas:  # nobody reads the data's deltas
             dx = flatten_time_and_features(buffers.input_deltas.default)
+            if len(blocks) > 1 and prepared is None:
+                raise ValueError("input_deltas_and_biases: blocks of deltas need a prepared W")
             if prepared is None:
                 _h.dot_add_mm(flatten_time(blocks[0]), W, dx)
             else:
