@@ -437,3 +437,48 @@ def test_an_update_monitor_of_the_training_iterator_under_another_name_is_contin
     trainer.train(net, train, valid=clean, clean=clean)
     assert np.array_equal(net.get("parameters"), reference_net.get("parameters"))
     assert trainer.logs == reference.logs
+
+
+class StopBeforeTraining(hooks.Hook):
+    """An update-timescale stop check that says stop at count 0 while ``blocking``."""
+
+    checks_stop = True
+
+    def __init__(self, name=None):
+        super().__init__(name=name, timescale="update")
+        self.blocking = True
+
+    def __call__(self, epoch_nr, update_nr, net, stepper, logs):
+        if update_nr == 0 and self.blocking:
+            raise StopIteration("not yet")
+
+
+def test_a_run_stopped_by_an_update_hook_before_training_is_asked_again_and_then_continued(
+    tmp_path,
+):
+    # a stop in the round of hook calls before training (count 0) by an update hook:
+    # continued, the same stop check is asked again (not the epoch ones), and once
+    # it lets the run go, the round's epoch hooks run before the first epoch
+    run_file = tmp_path / "run.hdf5"
+    reference, reference_net = uninterrupted()
+
+    def script(blocking):
+        trainer, net, train, valid = setup()
+        trainer.add_hook(StopBeforeTraining())
+        trainer.hooks["StopBeforeTraining"].blocking = blocking
+        if run_file.exists():
+            trainer.restore_run(run_file, net)
+        trainer.save_run_every(run_file)
+        trainer.train(net, train, valid=valid)
+        return trainer, net
+
+    trainer, _ = script(blocking=True)
+    assert trainer.current_update_nr == 0 and "validation" not in trainer.logs
+    with h5py.File(run_file, "r") as f:
+        assert f.attrs["stopped_at"] == "update"
+    trainer, _ = script(blocking=True)  # asked again: still stopped
+    assert trainer.current_update_nr == 0 and "validation" not in trainer.logs
+    trainer, net = script(blocking=False)  # let go: count 0's epoch hooks, then training
+    assert trainer.current_update_nr == reference.current_update_nr
+    assert trainer.logs == reference.logs
+    assert np.array_equal(net.get("parameters"), reference_net.get("parameters"))

@@ -96,6 +96,7 @@ class Trainer(Describable):
         "_in_epoch": False,
         "_epoch_position": None,
         "_stopped": False,
+        "_stopped_at": "epoch",
     }
     __default_values__ = {"run_file": None, "run_file_interval": 1}
 
@@ -123,8 +124,10 @@ class Trainer(Describable):
         self._in_epoch = False
         # where an epoch stopped by an update hook ended (see _train_epochs)
         self._epoch_position = None
-        # whether the last train() ended with a stop at the end of an epoch
+        # whether the last train() ended with a stop at the end of an epoch, and the
+        # timescale of the hooks that stopped it ('update': before training, at count 0)
         self._stopped = False
+        self._stopped_at = "epoch"
 
     def __init_from_description__(self, description):
         hooks = sorted(getattr(self, "hooks", {}).values(), key=lambda hook: hook.priority)
@@ -307,11 +310,12 @@ class Trainer(Describable):
                 # the count where it stopped; if one still says stop, nothing more is
                 # done (raise e.g. StopAfterEpoch's max_epochs to train on) and the
                 # restored run stays pending, for another train() call
-                timescale = "epoch" if unfinished is None else "update"
+                stopped_at = pending.get("stopped_at", "epoch")
+                timescale = stopped_at if unfinished is None else "update"
                 if (unfinished is not None or pending.get("stopped", False)) and self._emit_hooks(
                     net, timescale, stop_checks_only=True
                 ):
-                    self._stopped = unfinished is None
+                    self._stopped, self._stopped_at = unfinished is None, stopped_at
                     if unfinished is not None:  # (save_run writes the same run again)
                         self._epoch_position = pending["unfinished"]
                     return
@@ -319,11 +323,16 @@ class Trainer(Describable):
             # failure leaves a run in progress (a retry after a failing hook's start()
             # applies them again, instead of starting afresh)
             self._pending_restore = None
-            # epoch 0: update hooks, then (if none asked to stop) epoch hooks
-            if not resuming and (self._emit_hooks(net, "update") or self._emit_hooks(net, "epoch")):
-                self._stopped = True
-                self._maybe_save_run(stopped=True)
-                return
+            # count 0: update hooks, then (if none asked to stop) epoch hooks; a run
+            # stopped by an update hook there runs the epoch hooks when continued
+            before_training = ("update", "epoch") if not resuming else ()
+            if resuming and pending.get("stopped") and pending.get("stopped_at") == "update":
+                before_training = ("epoch",)
+            for timescale in before_training:
+                if self._emit_hooks(net, timescale):
+                    self._stopped, self._stopped_at = True, timescale
+                    self._maybe_save_run(stopped=True)
+                    return
             self._train_epochs(net, training_data_iter, unfinished)
         finally:
             self._end_hooks()
@@ -388,7 +397,7 @@ class Trainer(Describable):
                 rolling = aggregate_losses_and_scores(scores, net, self.train_scorers)
                 self._add_log("rolling_training", rolling)
             stop = self._emit_hooks(net, "epoch")
-            self._stopped = stop
+            self._stopped, self._stopped_at = stop, "epoch"
             self._maybe_save_run(stopped=stop)
             if stop:
                 return
@@ -557,6 +566,7 @@ class Trainer(Describable):
             f.attrs["current_epoch_nr"] = self.current_epoch_nr
             f.attrs["current_update_nr"] = self.current_update_nr
             f.attrs["stopped"] = bool(self._stopped and position is None)
+            f.attrs["stopped_at"] = self._stopped_at  # (the stop's timescale)
             f["trainer"] = json.dumps(trainer_description).encode()
             g = f.create_group("network")
             g["description"] = json.dumps(net_description).encode()
@@ -622,7 +632,9 @@ class Trainer(Describable):
         the script may seed again in between); that call then continues the
         run without the round of hook calls before training. If the run had
         stopped at the end of an epoch, the hooks with ``checks_stop`` are asked
-        again first, and training ends at once if one still says stop. This
+        again first, and training ends at once if one still says stop. (A run
+        stopped by an update hook in that round before training is asked at the
+        update timescale, and then gets the round's epoch hooks.) This
         trainer's hooks and scorers are kept.
 
         Args:
@@ -645,6 +657,9 @@ class Trainer(Describable):
             logs = read_logs(f["logs"])
             epoch_nr = int(f.attrs["current_epoch_nr"])
             stopped = bool(f.attrs.get("stopped", False))
+            stopped_at = _text(f.attrs.get("stopped_at", "epoch"))
+            if stopped_at not in ("update", "epoch"):
+                raise ValueError(f"{filename}: unknown timescale of the stop {stopped_at!r}")
             update_nr = int(f.attrs["current_update_nr"])
             rnd = f["random_states"]
             network_state = _read_rnd_state(rnd["network"])
@@ -692,6 +707,7 @@ class Trainer(Describable):
             "iterators": iterator_states,
             "unfinished": unfinished,
             "stopped": stopped,
+            "stopped_at": stopped_at,
             # (applied again at train(): the set-up of the data between here and
             # there may reseed global_rnd, from which the handler's state derives)
             "network": network_state,
