@@ -122,6 +122,19 @@ needs_kernels = pytest.mark.skipif(
 )
 
 
+def _spy_on(monkeypatch, method):
+    """The list of what every call of ``NumpyHandler.<method>`` returns, from now on."""
+    results = []
+    original = getattr(module.NumpyHandler, method)
+
+    def spy(self, *args):
+        results.append(original(self, *args))
+        return results[-1]
+
+    monkeypatch.setattr(module.NumpyHandler, method, spy)
+    return results
+
+
 @needs_kernels
 @pytest.mark.parametrize("shapes", DIRECT_SHAPES, ids=lambda s: "x".join(map(str, s[0])))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -139,14 +152,7 @@ def test_direct_convolutions_match_the_naive_reference(shapes, dtype, session, m
     monkeypatch.setattr(module, "_DIRECT_MAX_WASTE", 1e9)
     monkeypatch.setattr(module, "_DIRECT_CHUNK", 2 * 16 * 16 * 64)
     monkeypatch.setattr(module, "_FLIPPED_MIN_CHANNELS", 1)
-    direct = []
-    original = module.NumpyHandler._convolve_directly
-
-    def spy(self, *args):
-        direct.append(original(self, *args))
-        return direct[-1]
-
-    monkeypatch.setattr(module.NumpyHandler, "_convolve_directly", spy)
+    direct = _spy_on(monkeypatch, "_convolve_directly")
     (n, h, w, c), (f, kh, kw), pad = shapes
     rng = np.random.RandomState(h * w + f)
     x = rng.randn(n, h, w, c).astype(dtype)
@@ -283,3 +289,66 @@ def test_weight_gradients_of_many_large_chunks_are_summed_per_thread_in_turn(mon
     for dw, db in results[1:]:
         np.testing.assert_array_equal(dw, results[0][0])
         np.testing.assert_array_equal(db, results[0][1])
+
+
+# (N, H, W, C), (F, kh, kw), padding: weight gradients without im2col columns
+GRADIENT_SHAPES = [
+    ((2, 6, 7, 5), (16, 3, 3), 1),
+    ((3, 5, 5, 9), (32, 5, 5), 2),
+    ((1, 9, 4, 3), (16, 2, 4), 0),
+    ((4, 3, 8, 6), (48, 1, 3), 1),
+    ((2, 12, 12, 40), (16, 5, 5), 2),  # window rows of 200 values, 144 pixels per image
+]
+
+
+@needs_kernels
+@pytest.mark.parametrize("shapes", GRADIENT_SHAPES, ids=lambda s: "x".join(map(str, s[0])))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("session", [False, True], ids=["", "session"])
+@pytest.mark.parametrize("chunk", [1, 1 << 17], ids=["one-image-chunks", ""])
+def test_direct_weight_gradients_match_the_naive_reference(
+    shapes, dtype, session, chunk, monkeypatch
+):
+    from brainstorm.testing.handler_conformance import reference_conv2d_backward
+
+    monkeypatch.setattr(module, "_DIRECT_MIN_REDUCTION", 1)
+    monkeypatch.setattr(module, "_DIRECT_MIN_FILTERS", 1)
+    monkeypatch.setattr(module, "_DIRECT_GRADIENT_MAX_WASTE", 1e9)
+    monkeypatch.setattr(module, "_DIRECT_CHUNK", chunk)
+    taken = _spy_on(monkeypatch, "_weight_gradient_directly")
+    (n, h, w, c), (f, kh, kw), pad = shapes
+    rng = np.random.RandomState(n * h * w + f)
+    x, weights = rng.randn(n, h, w, c).astype(dtype), rng.randn(f, kh, kw, c).astype(dtype)
+    ho, wo = h + 2 * pad - kh + 1, w + 2 * pad - kw + 1
+    deltas = rng.randn(n, ho, wo, f).astype(dtype)
+    _, want_w, want_b = reference_conv2d_backward(x, weights, pad, (1, 1), deltas)
+    handler = NumpyHandler(dtype)
+    tolerance = 2e-4 if dtype == np.float32 else 1e-10
+    for _ in range(2):  # (the kept grid of deltas is reused: its padding stays 0)
+        dw, db = np.full(weights.shape, 3.0, dtype), np.full(f, 3.0, dtype)
+        with handler.session() if session else contextlib.nullcontext():
+            handler.conv2d_backward_batch(x, weights, pad, (1, 1), None, deltas, dw, db)
+        np.testing.assert_allclose(dw, want_w, rtol=tolerance, atol=tolerance)
+        np.testing.assert_allclose(db, want_b, rtol=tolerance, atol=tolerance)
+        deltas = deltas[::-1].copy()  # other deltas the second time
+        _, want_w, want_b = reference_conv2d_backward(x, weights, pad, (1, 1), deltas)
+    assert taken == [True, True]
+
+
+@needs_kernels
+def test_the_direct_weight_gradient_is_taken_where_it_pays():
+    h = NumpyHandler(np.float32)
+
+    def direct(image, filters, kernel, padding):
+        n, hh, ww, c = image
+        x = np.zeros(image, np.float32)
+        weights = np.zeros((filters, kernel, kernel, c), np.float32)
+        deltas = np.zeros(
+            (n, hh + 2 * padding - kernel + 1, ww + 2 * padding - kernel + 1, filters), np.float32
+        )
+        return h._weight_gradient_directly(x, deltas, weights, padding, np.zeros_like(weights))
+
+    assert direct((2, 16, 16, 32), 32, 5, 2)  # the CIFAR network's second convolution
+    assert not direct((2, 8, 8, 32), 64, 5, 2)  # its third: 2.25 times the pixels
+    assert not direct((2, 32, 32, 3), 32, 5, 2)  # its first: window rows of 15 values
+    assert not direct((2, 16, 16, 32), 24, 5, 2)  # 24 filters: panels not aligned

@@ -644,6 +644,90 @@ class NumpyHandler(Handler):
         _for_chunks(chunks, images)
         return True
 
+    def _weight_gradient_directly(self, inputs, out_deltas, weights, padding, weight_deltas):
+        """The weight gradient of a stride-1 convolution without im2col columns, if
+        it suits (else False; nothing written).
+
+        Row ``i`` of the kernel gets ``sum_P dY[P - i*Wp] (x) X[P]``, where ``X[P]`` is
+        the window row (``kw * C`` values) starting at pixel ``P`` of the padded
+        images and ``dY`` the output deltas laid out on the padded grid (zeros
+        elsewhere; ``P`` counts pixels of the padded images). OpenBLAS's routine
+        that packs a left operand by columns reads the window rows straight from
+        the images (a stride of C values), once per chunk of pixels for all rows
+        of the kernel; each row packs only its ``(K, F)`` slice of the deltas and
+        calls the kernel, which adds into the gradient. Worth it where few
+        pixels of the padded grid are padding (see :data:`_DIRECT_GRADIENT_MAX_WASTE`).
+        """
+        f, kh, kw, c = weights.shape
+        n, h, w, _ = inputs.shape
+        kernels = _packed.kernels_for(self.dtype)
+        if kernels is None or kernels.right_width is None or n == 0:
+            return False
+        ho, wo = out_deltas.shape[1:3]
+        hp, wp = h + 2 * padding, w + 2 * padding
+        window = kw * c
+        if (
+            (ho, wo) != (hp - kh + 1, wp - kw + 1)
+            or window < _DIRECT_MIN_REDUCTION
+            or window > _packed.MAX_REDUCTION
+            or f < _DIRECT_MIN_FILTERS
+            # (the rows' packed deltas side by side, each in whole, aligned panels)
+            or f % kernels.right_width
+            or (f * self.dtype.itemsize) % 64
+            or hp * wp > _DIRECT_GRADIENT_MAX_WASTE * ho * wo
+            or not all(a.dtype == self.dtype for a in (inputs, out_deltas, weight_deltas))
+        ):
+            return False
+        item = self.dtype.itemsize
+        per_image = hp * wp
+        margin = (kh - 1) * wp  # (row i reads the deltas i rows before the pixels)
+        padded = self._pad(inputs, padding, 0, "conv gradient direct", tail=window)
+        length = margin + n * per_image
+        grid = self._kept(  # (only the output pixels are written: the rest stays 0)
+            "gradient deltas",
+            (f, n, hp, wp, ho, wo, kh),
+            lambda: np.zeros((f, length), self.dtype),
+        )
+        chunks = _image_chunks(n, per_image * window, _DIRECT_CHUNK)
+        # (kernel row i's part in rows i * F ... of a (kh * F, kw * C) sum)
+        parts = _GradientParts(chunks, (kh * f, window), self.dtype)
+        # reductions of at most MAX_REDUCTION pixels per kernel call, over whole images
+        steps = -(-per_image // _packed.MAX_REDUCTION)
+        bounds = [per_image * s // steps for s in range(steps + 1)]
+        largest = max(b - a for a, b in zip(bounds, bounds[1:]))
+        panel_rows = -(-window // kernels.width) * kernels.width
+        one = kernels.scalar(1.0)
+        base, grid_base = padded.ctypes.data, grid.ctypes.data
+        scratch = {}
+
+        def images(start, stop, worker):
+            if worker not in scratch:
+                scratch[worker] = (
+                    _packed.aligned_empty(panel_rows * largest, self.dtype),
+                    _packed.aligned_empty(kh * f * largest, self.dtype),
+                )
+            packed_x, packed_d = scratch[worker]
+            px, pd = packed_x.ctypes.data, packed_d.ctypes.data
+            # this chunk's deltas onto the grid (the rest of its images stays 0)
+            view = grid[:, margin + start * per_image : margin + stop * per_image]
+            view = view.reshape(f, stop - start, hp, wp)[:, :, :ho, :wo]
+            np.copyto(view, out_deltas[start:stop].transpose(3, 0, 1, 2))
+            out_base = parts.of(start, worker).ctypes.data
+            kernel, pack_x, pack_d = kernels.kernel, kernels.pack_column_major, kernels.pack_right
+            for image in range(start, stop):
+                for lo, hi in zip(bounds, bounds[1:]):
+                    pixel, k = image * per_image + lo, hi - lo
+                    pack_x(k, window, base + pixel * c * item, c, px)
+                    # the kh rows' deltas side by side: one product for all rows
+                    for i in range(kh):
+                        deltas = grid_base + (margin + pixel - i * wp) * item
+                        pack_d(k, f, deltas, length, pd + i * f * k * item)
+                    kernel(window, kh * f, k, one, px, pd, out_base, window)
+
+        _for_chunks(chunks, images, in_turn=parts.in_turn)
+        weight_deltas[...] = parts.total().reshape(kh, f, kw, c).transpose(1, 0, 2, 3)
+        return True
+
     def conv2d_backward_batch(
         self, inputs, weights, padding, stride, in_deltas, out_deltas, weight_deltas, bias_deltas
     ):
@@ -651,7 +735,6 @@ class NumpyHandler(Handler):
         _, kh, kw, c = weights.shape
         (sh, sw), p = stride, padding
         _, h, w, _ = inputs.shape
-        padded = self._pad(inputs, p, 0, role="conv backward")
         all_deltas = out_deltas.reshape(n * ho * wo, f)
         flip = stride == (1, 1) and kh == kw and p < kh and c >= _FLIPPED_MIN_CHANNELS
         if in_deltas is not None and flip:
@@ -661,6 +744,14 @@ class NumpyHandler(Handler):
             flipped = np.ascontiguousarray(weights[:, ::-1, ::-1, :].transpose(3, 1, 2, 0))
             self._convolve(out_deltas, flipped, None, in_deltas, kh - 1 - p, (1, 1), True)
             in_deltas = None  # done
+        if (
+            in_deltas is None
+            and stride == (1, 1)
+            and self._weight_gradient_directly(inputs, out_deltas, weights, p, weight_deltas)
+        ):
+            self.sum_t(all_deltas, axis=0, out=bias_deltas)  # column sums, as a GEMV
+            return
+        padded = self._pad(inputs, p, 0, role="conv backward")
         # the weight gradient from grouped columns (as in the forward pass) unless the
         # input deltas still need the plain column deltas
         group = _pixel_group(stride, kw, wo, f) if in_deltas is None else 1
@@ -677,15 +768,7 @@ class NumpyHandler(Handler):
         if not ones:
             self.sum_t(all_deltas, axis=0, out=bias_deltas)  # column sums, as a GEMV
         buffers = _Buffers(chunks, rows, k + ones, self.dtype)
-        # every chunk's part of the gradient on its own, summed in order at the end:
-        # the same sums whichever thread took which chunk; where those parts would
-        # take too much memory, each thread adds up a fixed share of the chunks
-        part_shape = (k + ones, group * f)
-        by_chunk = len(chunks) * np.prod(part_shape) * self.dtype.itemsize <= _PARTS_MAX_BYTES
-        team = _active_team()
-        slots = len(chunks) if by_chunk else team.size if team is not None else 1
-        parts = np.zeros((max(1, slots), *part_shape), dtype=self.dtype)
-        chunk_of = {start: index for index, (start, _) in enumerate(chunks)}
+        parts = _GradientParts(chunks, (k + ones, group * f), self.dtype)
         window = (kh, kw + group - 1)
         ones_set = set()
 
@@ -698,7 +781,7 @@ class NumpyHandler(Handler):
             _im2col(padded[start:stop], window, stride, (ho, wo // group), buffer[:, :k], group)
             columns = buffer[: count * rows]
             deltas = grouped_deltas[start * rows : stop * rows]
-            gradient = parts[chunk_of[start] if by_chunk else worker]
+            gradient = parts.of(start, worker)
             # (K, F) with the long reduction innermost in both operands: faster than
             # deltas.T @ columns, and it holds up better when the machine is busy
             if not _product(columns.T, deltas, gradient, beta=1.0):
@@ -717,10 +800,8 @@ class NumpyHandler(Handler):
                     acc[:, :, i : i + sh * ho : sh, j : j + sw * wo : sw] += column_deltas[i, j]
             in_deltas[start:stop] += acc[:, :, p : p + h, p : p + w].transpose(1, 2, 3, 0)
 
-        _for_chunks(chunks, chunk_gradient, in_turn=not by_chunk)
-        gradient = parts[0]
-        for other in parts[1:]:
-            gradient += other
+        _for_chunks(chunks, chunk_gradient, in_turn=parts.in_turn)
+        gradient = parts.total()
         weight_deltas[...] = _fold_grouped_gradient(gradient[:k], (kh, kw, c), group, f)
         if ones:
             np.sum(gradient[k].reshape(group, f), axis=0, out=bias_deltas)
@@ -1157,7 +1238,7 @@ def _pool_corner_index(in_hwc, padding, stride, out_hw, dtype):
 
 
 #: Most bytes of per-chunk parts of a convolution's weight gradient (see
-#: ``conv2d_backward_batch``); beyond, each thread sums a fixed share of the chunks.
+#: ``_GradientParts``); beyond, each thread sums a fixed share of the chunks.
 _PARTS_MAX_BYTES = 32 << 20
 
 #: Weight gradients of convolutions with windows (im2col columns) of at most this many
@@ -1165,6 +1246,10 @@ _PARTS_MAX_BYTES = 32 << 20
 #: separate pass over the deltas costs more there (the CIFAR network's first layer,
 #: 120 values: 0.94 of the time of its backward pass; its third, 800 values: 1.03).
 _BIAS_COLUMN_MAX = 256
+
+#: Weight gradients without im2col columns (``NumpyHandler._weight_gradient_directly``)
+#: where the padded grid has at most this many times the output pixels.
+_DIRECT_GRADIENT_MAX_WASTE = 1.6
 
 #: Direct convolutions (see ``NumpyHandler._convolve_directly``) need window rows of
 #: at least this many values (kw * C): the kernel is slow on short reductions.
@@ -1250,6 +1335,34 @@ class _PoolScratch:
         self.better = np.empty(out, dtype=bool)
         self.rows = np.empty(out, dtype=index_type) if padding else None
         self.index = None if exact else np.empty(out, dtype=index_type)
+
+
+class _GradientParts:
+    """The parts of a weight gradient that chunks of images add up, and their sum.
+
+    One part per chunk, summed in chunk order at the end: the same sums whichever
+    thread took which chunk (see :func:`_for_chunks`). Where those parts would
+    take more than :data:`_PARTS_MAX_BYTES`, one part per thread instead, each
+    thread adding up a fixed share of the chunks (``in_turn``).
+    """
+
+    def __init__(self, chunks, shape, dtype):
+        team = _active_team()
+        self.in_turn = len(chunks) * int(np.prod(shape)) * dtype.itemsize > _PARTS_MAX_BYTES
+        slots = (team.size if team is not None else 1) if self.in_turn else len(chunks)
+        self.parts = np.zeros((max(1, slots), *shape), dtype=dtype)
+        self._chunk_of = {start: index for index, (start, _) in enumerate(chunks)}
+
+    def of(self, start, worker):
+        """The part that the chunk starting at image ``start`` adds into."""
+        return self.parts[worker if self.in_turn else self._chunk_of[start]]
+
+    def total(self):
+        """The sum of the parts (in the first part)."""
+        total = self.parts[0]
+        for other in self.parts[1:]:
+            total += other
+        return total
 
 
 class _Buffers:
