@@ -365,17 +365,19 @@ class Team:
         if not self.active or not self._helpers:
             job()
         elif not self._awake:
-            self._run_serially(job)
+            with self._serially():
+                job()
         else:
             with self._later_lock:
                 self._later.append((object() if lane is None else lane, job))
             self._start_drainer()
 
-    def _run_serially(self, job):
-        """``job()`` here, its handler operations on this thread alone."""
+    @contextlib.contextmanager
+    def _serially(self):
+        """Handler operations in the block run on this thread alone (as in a job)."""
         running, self._running = self._running, True
         try:
-            job()
+            yield
         finally:
             self._running = running
 
@@ -390,23 +392,20 @@ class Team:
         if self._drainer is None and not self._later:
             self._raise_later_error()
             return
-        running, self._running = self._running, True  # jobs here run on one thread
         try:
-            while True:
-                with self._later_lock:
-                    item = self._pick_later()
-                if item is not None:
-                    self._running = False
-                    self._start_drainer()  # the helper takes the next one
-                    self._running = True
-                    self._run_later(item)
-                elif self._drainer is not None:
-                    # what is left is in the lane of the drainer's job: it runs it all
-                    self._collect_drainer(wait=True)
-                else:
-                    break
+            with self._serially():  # (jobs here run on one thread)
+                while True:
+                    with self._later_lock:
+                        item = self._pick_later()
+                    if item is not None:
+                        self._start_drainer()  # the helper takes the next one
+                        self._run_later(item)
+                    elif self._drainer is not None:
+                        # what is left is in the lane of the drainer's job: it runs it all
+                        self._collect_drainer(wait=True)
+                    else:
+                        break
         finally:
-            self._running = running
             self._collect_drainer(wait=True)
         self._raise_later_error()
 
@@ -463,8 +462,9 @@ class Team:
         return True
 
     def _start_drainer(self):
-        """Set the last helper to the queue unless it is at it already."""
-        if not self.active or not self._collect_drainer():
+        """Set the last helper to the queue unless it is at it already (only from
+        the thread whose session is open)."""
+        if not self._collect_drainer():
             return
         with self._later_lock:
             if not self._later:

@@ -392,7 +392,7 @@ class NumpyHandler(Handler):
 
     def defer(self, job, lane=None):
         # in a session: queued for a helper thread (see brainstorm.handlers._threads)
-        team = _active_team()
+        team = _threads.team()
         if team is None:
             job()
         else:
@@ -654,9 +654,10 @@ class NumpyHandler(Handler):
         elsewhere; ``P`` counts pixels of the padded images). OpenBLAS's routine
         that packs a left operand by columns reads the window rows straight from
         the images (a stride of C values), once per chunk of pixels for all rows
-        of the kernel; each row packs only its ``(K, F)`` slice of the deltas and
-        calls the kernel, which adds into the gradient. Worth it where few
-        pixels of the padded grid are padding (see :data:`_DIRECT_GRADIENT_MAX_WASTE`).
+        of the kernel; the rows' ``(K, F)`` slices of the deltas are packed side by
+        side, and one kernel call adds all rows' parts into the gradient. Worth it
+        where few pixels of the padded grid are padding (see
+        :data:`_DIRECT_GRADIENT_MAX_WASTE`).
         """
         f, kh, kw, c = weights.shape
         n, h, w, _ = inputs.shape
@@ -760,24 +761,20 @@ class NumpyHandler(Handler):
         grouped_deltas = all_deltas.reshape(n * rows, group * f)
         filters = weights.reshape(f, -1)
         # chunks of images whose columns (and column deltas) stay in the cache, shared
-        # between the threads of a session: each adds into its own gradient
+        # between the threads of a session, each adding into its part of the gradient
         chunks = _image_chunks(n, rows * k)
         # short windows: the columns get one more, of ones, and the last row of the
         # product is then the bias gradient (no pass of its own over the deltas)
         ones = int(k <= _BIAS_COLUMN_MAX)
         if not ones:
             self.sum_t(all_deltas, axis=0, out=bias_deltas)  # column sums, as a GEMV
-        buffers = _Buffers(chunks, rows, k + ones, self.dtype)
+        buffers = _Buffers(chunks, rows, k + ones, self.dtype, ones_from=k)
         parts = _GradientParts(chunks, (k + ones, group * f), self.dtype)
         window = (kh, kw + group - 1)
-        ones_set = set()
 
         def chunk_gradient(start, stop, worker):
             count = stop - start
             buffer = buffers[worker]
-            if worker not in ones_set:
-                ones_set.add(worker)
-                buffer[:, k:] = 1
             _im2col(padded[start:stop], window, stride, (ho, wo // group), buffer[:, :k], group)
             columns = buffer[: count * rows]
             deltas = grouped_deltas[start * rows : stop * rows]
@@ -1368,17 +1365,20 @@ class _GradientParts:
 class _Buffers:
     """im2col buffers for the largest of ``chunks`` (``(rows, k)``), one per worker
     thread (``buffers[worker]``, made on first use) and reused for all its chunks:
-    a fresh multi-MB array per chunk would come from fresh pages every time."""
+    a fresh multi-MB array per chunk would come from fresh pages every time. The
+    columns from ``ones_from`` on are ones (the rest is left to the caller)."""
 
-    def __init__(self, chunks, pixels, k, dtype):
+    def __init__(self, chunks, pixels, k, dtype, ones_from=None):
         largest = max((stop - start for start, stop in chunks), default=0)
         self._shape, self._dtype = (largest * pixels, k), dtype
+        self._ones_from = k if ones_from is None else ones_from
         self._buffers = {}
 
     def __getitem__(self, worker):
         buffer = self._buffers.get(worker)
         if buffer is None:
             buffer = self._buffers[worker] = np.empty(self._shape, dtype=self._dtype)
+            buffer[:, self._ones_from :] = 1
         return buffer
 
 

@@ -37,8 +37,9 @@ product per step for the recurrent deltas, hands the gradients of ``W`` and
 ``R`` of every :data:`GRADIENT_BLOCK` finished steps to ``handler.defer``
 (:class:`DeferredGradients`: on the NumpyHandler a helper thread computes them
 during the rest of the recurrence), and computes the input deltas and the bias
-gradients for all steps at once after the loop. The stacked matrices are views over consecutive parameters (``Wz, Wi,
-Wf, Wo`` ...), so the reference's parameter names are kept.
+gradients for all steps at once after the loop. The stacked matrices are views
+over consecutive parameters (``Wz, Wi, Wf, Wo`` ...), so the reference's
+parameter names are kept.
 
 **Bidirectional networks** are two layers fed from the same input, one with
 ``reverse=True``, both wired into the next layer (an input connected to
@@ -226,7 +227,7 @@ class RecurrentLayerBase(Layer):
         x = flatten_time_and_features(buffers.inputs.default[time])
         _h.dot_add_blocks([x], prepared, outs)
 
-    def input_deltas_and_biases(self, buffers, dG, W, db, prepared=None):
+    def input_deltas_and_biases(self, buffers, dG, W, db):
         """The input deltas (unless ``default`` is among the layer's
         ``inputs_without_deltas``) and the bias gradient of :meth:`project_inputs`.
 
@@ -235,23 +236,21 @@ class RecurrentLayerBase(Layer):
         Args:
             buffers: the layer's BufferView.
             dG: time-ordered ``(T, B, G*S)`` deltas of the pre-activations, or a
-                list of such blocks side by side (``prepared`` then required).
+                list of such blocks side by side (one product with the stacked
+                weights for all of them).
             W: ``(G*S, F)`` stacked input weights.
             db: ``(G*S,)`` gradient of the biases (written), or a list of the
                 blocks' bias gradients.
-            prepared: ``handler.prepare_matrix(W)`` for blocks of deltas.
         """
         _h = self.handler
         blocks = dG if isinstance(dG, (list, tuple)) else [dG]
         gradients = db if isinstance(db, (list, tuple)) else [db]
         if "default" not in self.inputs_without_deltas:  # nobody reads the data's deltas
             dx = flatten_time_and_features(buffers.input_deltas.default)
-            if len(blocks) > 1 and prepared is None:
-                raise ValueError("input_deltas_and_biases: blocks of deltas need a prepared W")
-            if prepared is None:
+            if len(blocks) == 1:
                 _h.dot_add_mm(flatten_time(blocks[0]), W, dx)
             else:
-                _h.dot_add_blocks([flatten_time(d) for d in blocks], prepared, [dx])
+                _h.dot_add_blocks([flatten_time(d) for d in blocks], _h.prepare_matrix(W), [dx])
         for delta, gradient in zip(blocks, gradients):
             _h.sum_t(flatten_time(delta), axis=0, out=gradient)
 

@@ -93,12 +93,12 @@ _PROJECTION_BLOCK = 10
 
 
 def _time_chunks(steps, size):
-    """The steps in processing order in chunks of ``size``: ``(steps, time slice)`` each."""
+    """The steps in processing order in chunks of ``size``: ``(first step, time slice)``."""
     order = list(steps.order)
     chunks = []
     for start in range(0, len(order), size):
         part = order[start : start + size]
-        chunks.append((part, slice(min(part), max(part) + 1)))
+        chunks.append((part[0], slice(min(part), max(part) + 1)))
     return chunks
 
 
@@ -167,7 +167,7 @@ class LstmLayerImpl(RecurrentLayerBase):
             # the input projections of the next block of steps are deferred (see
             # Handler.defer): a helper thread computes them during this block
             chunks = _time_chunks(steps, _PROJECTION_BLOCK)
-            starts = {chunk_steps[0]: i for i, (chunk_steps, _) in enumerate(chunks)}
+            starts = {first: i for i, (first, _) in enumerate(chunks)}
             prepared = _h.prepare_matrix(W, transpose=True)
             project = functools.partial(
                 self.project_inputs_into_blocks, buffers, W, biases, [Za, Ia, Fa, Oa]
@@ -267,8 +267,7 @@ class LstmLayerImpl(RecurrentLayerBase):
         gradients.close()
 
         W = consecutive(p, _WEIGHTS).reshape((4 * S, p.Wz.shape[1]))
-        prepared = None if "default" in self.inputs_without_deltas else _h.prepare_matrix(W)
-        self.input_deltas_and_biases(buffers, deltas, W, [g[b] for b in _BIASES], prepared)
+        self.input_deltas_and_biases(buffers, deltas, W, [g[b] for b in _BIASES])
         # peepholes: dpi = sum dIa * c_prev, dpf = sum dFa * c_prev, dpo = sum dOa * c,
         # with dY (used up) as scratch space
         current, previous, first = steps.split()
